@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models, synthetic audio, and the optional real corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vocoders.features import MelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VOCODERS_TEST_DATA", REPO.parent / "shared" / "data" / "cs-male-22k"))
+SAMPLE = REPO / "vocoders" / "assets" / "cs-male-22k-sample"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture
+def mel_config() -> MelConfig:
+    return MelConfig()
+
+
+@pytest.fixture
+def tiny_wavernn(mel_config):
+    from vocoders.models import WaveRNN
+
+    torch.manual_seed(0)
+    return WaveRNN(mel=mel_config.to_dict(), hidden_size=32, cond_channels=8, cond_blocks=1, out_hidden=24).eval()
+
+
+def tone(seconds: float = 0.5, rate: int = 22050, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    return (amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "metadata.csv").is_file():
+        pytest.skip(f"real corpus not present at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_wavernn):
+    from vocoders.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path / "tiny.safetensors", tiny_wavernn, step=7)

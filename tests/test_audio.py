@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vocoders.audio import (
+    AudioError,
+    join_coarse_fine,
+    mulaw_decode,
+    mulaw_encode,
+    read_audio,
+    split_coarse_fine,
+    write_wav,
+)
+
+from .conftest import tone
+
+
+def test_coarse_fine_round_trip_over_all_16_bit_values():
+    pcm = torch.arange(-32768, 32768, dtype=torch.int64)
+    audio = pcm.double() / 32768.0
+    coarse, fine = split_coarse_fine(audio)
+    assert coarse.min() == 0 and coarse.max() == 255 and fine.min() == 0 and fine.max() == 255
+    assert torch.equal(coarse * 256 + fine, pcm + 32768)  # high byte, low byte of the offset sample
+    back = join_coarse_fine(coarse, fine)
+    assert torch.equal(torch.round(back.double() * 32768).long(), pcm)
+
+
+def test_coarse_fine_clips_out_of_range():
+    coarse, fine = split_coarse_fine(torch.tensor([-2.0, 2.0]))
+    assert coarse.tolist() == [0, 255] and fine.tolist() == [0, 255]
+
+
+def test_mulaw_round_trip_and_companding():
+    classes = torch.arange(256)
+    assert torch.equal(mulaw_encode(mulaw_decode(classes)), classes)
+    x = torch.linspace(-1, 1, 10001)
+    err = (mulaw_decode(mulaw_encode(x)) - x).abs()
+    assert err.max() < 0.04  # coarsest step near full scale
+    small = x.abs() < 0.01
+    assert err[small].max() < 0.001  # fine resolution near zero: the point of companding
+    assert mulaw_encode(torch.tensor([0.0])).item() in (127, 128)
+
+
+@pytest.mark.parametrize("fmt,ext", [("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg")])
+def test_read_formats_downmix_and_resample(tmp_path, fmt, ext):
+    mono = tone(0.5, 16000)
+    stereo = np.stack([mono, mono * 0.5], axis=1)
+    path = tmp_path / f"x{ext}"
+    sf.write(path, stereo, 16000, format=fmt)
+    audio, rate = read_audio(path)
+    assert rate == 16000 and audio.ndim == 1 and len(audio) == len(mono)
+    tol = 0.05 if fmt == "OGG" else 1e-3
+    assert np.abs(audio - 0.75 * mono).max() < tol
+    resampled, rate = read_audio(path, 22050)
+    assert rate == 22050 and abs(len(resampled) - round(len(mono) * 22050 / 16000)) <= 1
+
+
+def test_unreadable_and_empty_files_name_the_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="bad.wav"):
+        read_audio(bad)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 22050)
+    with pytest.raises(AudioError, match="empty.wav"):
+        read_audio(empty)
+
+
+def test_write_wav_is_16_bit_and_leaves_no_temporary(tmp_path):
+    audio = tone(0.1)
+    out = write_wav(tmp_path / "sub" / "o.wav", audio, 22050)
+    info = sf.info(out)
+    assert info.subtype == "PCM_16" and info.samplerate == 22050 and info.frames == len(audio)
+    back, _ = read_audio(out)
+    assert np.abs(back - audio).max() <= 1 / 32768 + 1e-7
+    assert [p.name for p in out.parent.iterdir()] == ["o.wav"]

@@ -1,0 +1,41 @@
+"""Sampling engines behind one interface, and `make_engine` to pick one by name.
+
+`auto` takes the first engine in `PREFERENCE` that can run the model on the device; fast engines
+register themselves here as they are added.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..models.base import VocoderModel
+from .base import Engine
+from .reference import ReferenceEngine
+
+log = logging.getLogger(__name__)
+
+ENGINES: dict[str, type[Engine]] = {ReferenceEngine.name: ReferenceEngine}
+# Fastest first; `auto` picks the first available.
+PREFERENCE: list[str] = ["reference"]
+
+
+def make_engine(name: str, model: VocoderModel, device: torch.device | str = "cpu") -> Engine:
+    """Build engine `name` ("auto" for the fastest available) for `model` on `device`."""
+    device = torch.device(device)
+    if name == "auto":
+        for candidate in PREFERENCE:
+            if ENGINES[candidate].available(model, device) is None:
+                log.debug("engine auto -> %s", candidate)
+                return ENGINES[candidate](model, device)
+        raise RuntimeError(f"no engine can run {model.name} on {device}")
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; known: auto, {', '.join(sorted(ENGINES))}")
+    reason = ENGINES[name].available(model, device)
+    if reason is not None:
+        raise RuntimeError(f"engine {name!r} cannot run {model.name} on {device}: {reason}")
+    return ENGINES[name](model, device)
+
+
+__all__ = ["ENGINES", "PREFERENCE", "Engine", "ReferenceEngine", "make_engine"]

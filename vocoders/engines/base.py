@@ -1,0 +1,55 @@
+"""The engine interface: autoregressive sampling of a model from its conditioning."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from ..models.base import VocoderModel
+
+
+class Engine(ABC):
+    """Runs a model's autoregressive loop.
+
+    An engine is bound to one model and device at construction, so fast engines can pack weights
+    once. Every engine takes the same inputs and, given the same weights and noise, must produce the
+    reference engine's samples (tests hold them to it).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+    @classmethod
+    def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        """None when this engine can run `model` on `device`, else the reason it cannot."""
+        return None
+
+    @abstractmethod
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Free-running generation.
+
+        cond: frame-rate conditioning [B, F + 2u, D] from `model.conditioning`;
+        noise: [B, F * hop, model.noise_per_step] uniform in [0, 1).
+        Returns sample classes [B, F * hop] int64 (decode with `model.decode`).
+        """
+
+    @abstractmethod
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Logits of every step when the true samples `targets` [B, T] are fed back (teacher forcing).
+
+        Returns [B, T, ...] matching `model.forward_logits`.
+        """
+
+    @staticmethod
+    def check_inputs(model: VocoderModel, cond: torch.Tensor, noise: torch.Tensor) -> int:
+        """Validate shapes; return the number of samples to generate."""
+        steps = model.num_samples(cond)
+        expected = (cond.shape[0], steps, model.noise_per_step)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise must have shape {expected}, got {tuple(noise.shape)}")
+        return steps

@@ -1,0 +1,133 @@
+"""The library object: `load` a checkpoint, then `voc(mel)` returns audio.
+
+    voc = vocoders.load("wavernn.safetensors", device="cpu")
+    audio = voc(mel)              # mel [n_mels, frames] -> audio [frames * hop]
+    mel = voc.mel(audio)          # the checkpoint's own mel definition
+
+Loading never unpickles and never imports Hydra or the training code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .engines import make_engine
+from .features import MelConfig, MelSpectrogram
+from .models.base import VocoderModel
+from .sampling import draw_noise
+
+
+class MelError(ValueError):
+    """A mel that does not fit the checkpoint's contract; the message names the source and the problem."""
+
+
+def check_mel(mel, config: MelConfig, source: str = "mel") -> torch.Tensor:
+    """Validate a mel against `config` and return it as float32 [B, n_mels, frames].
+
+    Accepts [n_mels, frames] or [B, n_mels, frames] (numpy or torch). Refuses a wrong band count, a
+    transposed array, an empty one, NaN/Inf, and values that no audio could give under this contract.
+    """
+    if isinstance(mel, np.ndarray):
+        if not np.issubdtype(mel.dtype, np.number):
+            raise MelError(f"{source}: mel must be numeric, got dtype {mel.dtype}")
+        mel = torch.from_numpy(np.ascontiguousarray(mel))
+    if not isinstance(mel, torch.Tensor):
+        raise MelError(f"{source}: mel must be an array or tensor, got {type(mel).__name__}")
+    if mel.is_complex() or mel.dtype == torch.bool:
+        raise MelError(f"{source}: mel must be real-valued, got dtype {mel.dtype}")
+    shape = tuple(mel.shape)
+    if mel.dim() not in (2, 3):
+        raise MelError(f"{source}: mel must be [n_mels, frames] or [B, n_mels, frames], got shape {shape}")
+    if mel.dim() == 2:
+        mel = mel.unsqueeze(0)
+    n_mels = config.n_mels
+    if mel.shape[1] != n_mels:
+        if mel.shape[2] == n_mels:
+            raise MelError(
+                f"{source}: mel looks transposed: shape {shape} has {n_mels} on the last axis; "
+                f"expected [n_mels={n_mels}, frames]"
+            )
+        raise MelError(
+            f"{source}: mel has {mel.shape[1]} bands, the checkpoint expects n_mels={n_mels} (shape {shape})"
+        )
+    if mel.shape[2] == 0 or mel.shape[0] == 0:
+        raise MelError(f"{source}: mel is empty (shape {shape})")
+    mel = mel.float()
+    if not torch.isfinite(mel).all():
+        raise MelError(f"{source}: mel contains NaN or Inf")
+    lo, hi = config.value_range()
+    margin = 0.1 * (hi - lo)
+    found_lo, found_hi = float(mel.min()), float(mel.max())
+    if found_lo < lo - margin or found_hi > hi + margin:
+        log_name = "natural log" if config.log_base == "e" else "log10"
+        raise MelError(
+            f"{source}: values in [{found_lo:.3g}, {found_hi:.3g}] cannot be a log-mel of this checkpoint "
+            f"(expected within [{lo:.3g}, {hi:.3g}]: {log_name} of mel magnitudes floored at {config.log_floor:g})"
+        )
+    return mel
+
+
+class Vocoder:
+    """A loaded vocoder: model + engine + its mel definition.
+
+    Attributes:
+        sample_rate, hop_length: of the checkpoint's mel contract.
+        mel: `MelSpectrogram` of that contract (audio [B, samples] -> mel [B, n_mels, frames]).
+        model: the underlying `VocoderModel`; engine: the sampling engine in use.
+    """
+
+    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu", engine: str = "auto") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.mel_config = model.mel_config
+        self.mel = MelSpectrogram(self.mel_config).to(self.device)
+        self.engine = make_engine(engine, self.model, self.device)
+        self.checkpoint_path: Path | None = None
+        self.step: int | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.mel_config.hop_length
+
+    @torch.inference_mode()
+    def __call__(self, mel, seed: int | None = None, temperature: float = 1.0, source: str = "mel") -> torch.Tensor:
+        """Vocode a log-mel.
+
+        mel: [n_mels, frames] or [B, n_mels, frames] (numpy or torch), this checkpoint's contract.
+        Returns float32 audio on the CPU: [frames * hop] or [B, frames * hop], in [-1, 1].
+        """
+        single = getattr(mel, "ndim", 0) == 2
+        mel = check_mel(mel, self.mel_config, source).to(self.device)
+        cond = self.model.conditioning(self.model.pad_mel(mel))
+        steps = self.model.num_samples(cond)
+        noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
+        samples = self.engine.generate(cond, noise, temperature)
+        audio = self.model.decode(samples).float().cpu()
+        return audio[0] if single else audio
+
+    @torch.inference_mode()
+    def copy_synthesis(self, audio: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Audio [samples] at this sample rate -> its mel -> vocoded audio [frames * hop]."""
+        mel = self.mel(torch.as_tensor(audio, dtype=torch.float32).to(self.device))
+        return self(mel, **kwargs)
+
+
+def load(
+    path: str | os.PathLike, device: torch.device | str = "cpu", engine: str = "auto", use_ema: bool = True
+) -> Vocoder:
+    """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra."""
+    checkpoint = read_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, use_ema=use_ema)
+    vocoder = Vocoder(model, device=device, engine=engine)
+    vocoder.checkpoint_path = Path(path)
+    vocoder.step = checkpoint.step
+    return vocoder

@@ -1,0 +1,134 @@
+"""The Vocoder contract every model implements.
+
+A model knows its mel contract (and so its hop length and sample rate), computes its training loss
+by teacher forcing, runs its conditioning network on a mel, and exposes one autoregressive step to
+the engines. Constructors take plain values so a checkpoint's JSON rebuilds the model without Hydra.
+
+Conditioning: `conditioning(mel)` returns frame-rate features [B, frames + 2 * upsample_context, D];
+`upsample(cond)` turns them into per-sample features [B, frames * hop, D]. Engines receive the
+frame-rate form; the reference engine upsamples it once, fast engines may exploit that the
+upsampler is linear and shared across channels (project at frame rate, interpolate per sample).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..features import MelConfig
+
+State = Any
+
+
+class VocoderModel(nn.Module, ABC):
+    """Base class of all vocoder networks.
+
+    Class attributes set by subclasses:
+        name: registry key stored in checkpoints.
+        noise_per_step: uniform draws consumed per generated sample (2 for the dual softmax).
+    """
+
+    name: ClassVar[str]
+    noise_per_step: ClassVar[int] = 1
+
+    def __init__(self, mel: MelConfig | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if mel is None:
+            mel = MelConfig()
+        self.mel_config = mel if isinstance(mel, MelConfig) else MelConfig.from_dict(mel)
+
+    # ---- identity --------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def kwargs(self) -> dict[str, Any]:
+        """Constructor arguments except `mel`, as plain JSON values."""
+
+    @property
+    def hop_length(self) -> int:
+        return self.mel_config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    @property
+    def n_mels(self) -> int:
+        return self.mel_config.n_mels
+
+    @property
+    @abstractmethod
+    def mel_context(self) -> int:
+        """Mel frames of context the conditioning path needs on each side of a segment."""
+
+    # ---- training --------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio [B, T] float in [-1, 1] -> target sample classes [B, T] int64."""
+
+    @abstractmethod
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """Sample classes [B, T] int64 -> audio [B, T] float32 in [-1, 1]."""
+
+    @abstractmethod
+    def forward_logits(self, mel: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits, in parallel over time.
+
+        mel: [B, n_mels, frames + 2 * mel_context]; targets: [B, frames * hop] int64.
+        Returns logits [B, frames * hop, ...] (model-specific trailing dims, same as `step`).
+        """
+
+    @abstractmethod
+    def loss(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss by teacher forcing.
+
+        mel: [B, n_mels, frames + 2 * mel_context]; audio: [B, frames * hop] float in [-1, 1].
+        Returns (scalar loss, named parts for logging).
+        """
+
+    # ---- inference -------------------------------------------------------------------------
+    def pad_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Edge-pad a full utterance's mel [B, n_mels, F] -> [B, n_mels, F + 2 * mel_context]."""
+        c = self.mel_context
+        if c == 0:
+            return mel
+        return torch.nn.functional.pad(mel, (c, c), mode="replicate")
+
+    @abstractmethod
+    def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
+        """Conditioning network. mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2 * u, D] (u: upsampler context)."""
+
+    @abstractmethod
+    def upsample(self, cond: torch.Tensor) -> torch.Tensor:
+        """Frame-rate conditioning [B, F + 2 * u, D] -> per-sample [B, F * hop, D]."""
+
+    def num_samples(self, cond: torch.Tensor) -> int:
+        """Samples that conditioning `cond` [B, F + 2u, D] generates."""
+        return (cond.shape[1] - 2 * self.upsample_context) * self.hop_length
+
+    @property
+    @abstractmethod
+    def upsample_context(self) -> int:
+        """Frames of context the upsampler consumes on each side."""
+
+    @abstractmethod
+    def initial_state(self, batch: int, device: torch.device | str) -> State:
+        """Recurrent state and previous sample before the first step."""
+
+    @abstractmethod
+    def step(
+        self,
+        state: State,
+        cond_t: torch.Tensor,
+        noise_t: torch.Tensor,
+        temperature: float,
+        forced: torch.Tensor | None = None,
+    ) -> tuple[State, torch.Tensor, torch.Tensor]:
+        """One autoregressive step, plain PyTorch (the reference the fast engines must match).
+
+        cond_t: [B, D] this sample's conditioning; noise_t: [B, noise_per_step] uniform in [0, 1);
+        forced: [B] int64 classes to feed back instead of sampling (teacher forcing).
+        Returns (new state, sample classes [B] int64, logits [B, ...] as in `forward_logits`).
+        """

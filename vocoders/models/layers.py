@@ -1,0 +1,84 @@
+"""Building blocks shared by the models: the mel conditioning network and the learned upsampler."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualBlock1x1(nn.Module):
+    """x + conv1x1(relu(conv1x1(x))). x: [B, C, F] -> [B, C, F]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 1)
+        self.conv2 = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+class ConditioningNetwork(nn.Module):
+    """Frame-rate features from a log-mel.
+
+    A non-causal convolution of width `kernel` without padding (so segments cut from a long mel
+    see real neighbours), then residual 1x1 blocks.
+    mel: [B, n_mels, F + kernel - 1] -> features [B, F, channels].
+    """
+
+    def __init__(self, n_mels: int, channels: int, kernel: int = 5, blocks: int = 3) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"conditioning kernel must be odd, got {kernel}")
+        self.context = (kernel - 1) // 2
+        self.conv_in = nn.Conv1d(n_mels, channels, kernel)
+        self.blocks = nn.Sequential(*[ResidualBlock1x1(channels) for _ in range(blocks)])
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv_in(mel))
+        return self.blocks(x).transpose(1, 2)
+
+
+class FrameUpsampler(nn.Module):
+    """Learned upsampling from frame rate to sample rate, shared across channels.
+
+    A transposed convolution with stride `hop` and a kernel of `taps * hop`, the same kernel for
+    every channel: sample p of frame i is sum_k weight[p, k] * frames[i + k] for k < taps. Sharing
+    the kernel across channels keeps it linear and channel-independent, so any linear projection of
+    the features commutes with it; the fast engines project at frame rate and interpolate per sample.
+    Initialised to linear interpolation between frame centres.
+
+    frames: [B, F + taps - 1, D] -> [B, F * hop, D].
+    """
+
+    def __init__(self, hop: int, taps: int = 3) -> None:
+        super().__init__()
+        if taps % 2 != 1:
+            raise ValueError(f"upsampler taps must be odd, got {taps}")
+        self.hop = hop
+        self.taps = taps
+        self.context = (taps - 1) // 2
+        self.weight = nn.Parameter(self._linear_interpolation(hop, taps))
+
+    @staticmethod
+    def _linear_interpolation(hop: int, taps: int) -> torch.Tensor:
+        if taps == 1:
+            return torch.ones(hop, 1)  # nearest-frame repetition
+        weight = torch.zeros(hop, taps)
+        centre = (taps - 1) // 2
+        for p in range(hop):
+            offset = (p + 0.5) / hop - 0.5  # position relative to this frame's centre, in frames
+            if offset < 0:
+                weight[p, centre - 1] = -offset
+                weight[p, centre] = 1.0 + offset
+            else:
+                weight[p, centre] = 1.0 - offset
+                weight[p, centre + 1] = offset
+        return weight
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        batch, length, channels = frames.shape
+        num_frames = length - self.taps + 1
+        windows = frames.unfold(1, self.taps, 1)  # [B, F, D, taps]
+        out = torch.einsum("bfdk,pk->bfpd", windows, self.weight.to(frames.dtype))
+        return out.reshape(batch, num_frames * self.hop, channels)

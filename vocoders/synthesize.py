@@ -1,0 +1,130 @@
+"""`vocoders-synthesize CHECKPOINT INPUT... -o OUTDIR`: mel or audio files in, 16-bit WAV files out.
+
+Inputs: mel files (`.npy`, `.pt`, shape [n_mels, frames], the checkpoint's mel contract) or audio
+files (wav/flac/ogg: copy synthesis through the checkpoint's own mel definition). Folders are
+searched recursively and their structure is kept under OUTDIR. Each output is named after its
+input, has exactly frames x hop samples at the checkpoint's rate, and is written atomically.
+
+A bad input gets one line on stderr naming the file and the problem; the other inputs still run,
+and the exit status is 1 when any failed (2 when nothing could start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_wav
+
+MEL_EXTENSIONS = (".npy", ".pt")
+INPUT_EXTENSIONS = MEL_EXTENSIONS + AUDIO_EXTENSIONS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="vocoders-synthesize", description="Turn mel spectrograms (or audio, for copy synthesis) into WAV files."
+    )
+    parser.add_argument("checkpoint", type=Path, help="a vocoders .safetensors checkpoint")
+    parser.add_argument("inputs", nargs="+", type=Path, help="mel files (.npy/.pt), audio files, or folders of them")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder for the WAV files")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--engine", default="auto", help="sampling engine: auto (fastest available), reference, ...")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (the same seed gives the same audio)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = argmax")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def expand_inputs(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input file, output path relative to OUTDIR) pairs, and errors for inputs that do not exist."""
+    jobs, errors = [], []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS)
+            if not found:
+                errors.append(f"{item}: folder holds no mel or audio files")
+            jobs += [(p, p.relative_to(item).with_suffix(".wav")) for p in found]
+        elif item.is_file():
+            jobs.append((item, Path(item.stem + ".wav")))
+        else:
+            errors.append(f"{item}: no such file or folder")
+    return jobs, errors
+
+
+def read_mel_file(path: Path) -> np.ndarray | torch.Tensor:
+    """Load a `.npy` (no pickles) or `.pt` (weights_only) mel."""
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: cannot read .npy ({_one_line(exc)})") from None
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read .pt ({_one_line(exc)})") from None
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{path}: .pt file must hold one tensor, found {type(value).__name__}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def vocode_file(vocoder, path: Path, seed: int, temperature: float) -> torch.Tensor:
+    """Audio [samples] for one input file."""
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        audio, _ = read_audio(path, vocoder.sample_rate)
+        if len(audio) < vocoder.hop_length or len(audio) <= vocoder.mel_config.padding:
+            raise AudioError(f"{path}: too short for one mel frame ({len(audio)} samples)")
+        mel = vocoder.mel(torch.from_numpy(audio).to(vocoder.device))
+    else:
+        mel = read_mel_file(path)
+        if getattr(mel, "ndim", 0) != 2:
+            raise ValueError(f"{path}: mel must be [n_mels, frames], got shape {tuple(mel.shape)}")
+    return vocoder(mel, seed=seed, temperature=temperature, source=str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from . import load
+    from .checkpoint import CheckpointError
+
+    try:
+        vocoder = load(args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema)
+    except (CheckpointError, ValueError, RuntimeError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    jobs, errors = expand_inputs(args.inputs)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    written = 0
+    for path, relative in tqdm(jobs, desc="vocoding", unit="file", disable=args.no_progress or not jobs):
+        try:
+            audio = vocode_file(vocoder, path, args.seed, args.temperature)
+            write_wav(args.output / relative, audio, vocoder.sample_rate)
+            written += 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # one bad file must not stop the batch
+            errors.append(str(path))
+            message = _one_line(exc)
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            print(f"error: {message}", file=sys.stderr)
+    failed = len(errors)
+    print(f"wrote {written} WAV file(s) to {args.output}" + (f"; {failed} input(s) failed" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The training loop: `train(cfg)` from a composed Hydra config.
+
+Run directory layout (`cfg.run_dir`):
+    checkpoints/step-00001000.safetensors   inference checkpoint (weights + metadata)
+    checkpoints/step-00001000.state.pt      optimizer, scheduler, RNG (for resuming)
+    checkpoints/last.safetensors            the latest checkpoint (a hard link)
+    samples/step-00001000_<utt>.wav         validation audio
+    metrics.jsonl                           one JSON object per logged step and validation
+
+Resuming: with `trainer.resume=auto` (default) a run directory that already holds checkpoints
+continues from the newest complete pair (weights + state); each file is written atomically and
+the state before the weights, so a `kill -9` at any moment leaves a loadable pair behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .audio import write_wav
+from .checkpoint import load_training_state, read_checkpoint, save_checkpoint, save_training_state
+from .data import (
+    FeatureCache,
+    SegmentDataset,
+    find_utterances,
+    load_features,
+    mel_window,
+    summary_line,
+)
+from .engines import make_engine
+from .features import MelConfig
+from .models.base import VocoderModel
+from .sampling import draw_noise
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"step-(\d+)\.safetensors$")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    validation_audio: Path | None
+    metrics: dict[str, float]
+
+
+def embedded_sample() -> Path:
+    """The small speech sample shipped with the package (its manifest)."""
+    return Path(str(resources.files("vocoders.assets") / "cs-male-22k-sample" / "metadata.csv"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: DictConfig, mel_config: MelConfig) -> VocoderModel:
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.model, mel=mel_config.to_dict(), _convert_="all")
+
+
+class Trainer:
+    """One training run. Hooks for later features are the small methods called from `fit`."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.device = resolve_device(cfg.device)
+        if cfg.trainer.get("threads"):
+            torch.set_num_threads(int(cfg.trainer.threads))
+        seed_everything(int(cfg.seed))
+        self.mel_config = MelConfig.from_dict(OmegaConf.to_container(cfg.audio, resolve=True))
+        self.model = build_model(cfg, self.mel_config).to(self.device)
+        self.step = 0
+        self._build_data()
+        self._build_optimizer()
+        precision = cfg.trainer.get("precision", "auto")
+        self.autocast_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _build_data(self) -> None:
+        d = self.cfg.data
+        source = Path(d.path).expanduser() if d.get("path") else embedded_sample()
+        utterances = find_utterances(source, d.get("kind", "auto"), int(d.get("valid_size", 10)))
+        cache = FeatureCache(d.get("cache_dir"), self.mel_config, bool(d.get("allow_resample", True)))
+        progress = bool(self.cfg.trainer.get("progress", True))
+        train_utts = [u for u in utterances if u.split == "train"]
+        valid_utts = [u for u in utterances if u.split in ("valid", "validation", "dev")]
+        train, skipped = load_features(train_utts, cache, int(d.segment_frames), progress)
+        valid, skipped_valid = load_features(valid_utts, cache, 1, progress)
+        skipped.update(skipped_valid)
+        line = summary_line(str(source), train, valid, skipped, self.mel_config.hop_length, self.mel_config.sample_rate)
+        log.info(line)
+        self.data_summary = line
+        self.train_set = SegmentDataset(train, int(d.segment_frames), self.model.mel_context, self.model.hop_length)
+        self.valid_features = valid or train[:1]
+        if not valid:
+            log.warning("no validation utterances; validating on a training utterance")
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=min(int(d.batch_size), len(self.train_set)),
+            shuffle=True,
+            drop_last=True,
+            num_workers=int(d.get("num_workers", 0)),
+            persistent_workers=int(d.get("num_workers", 0)) > 0,
+        )
+
+    def _build_optimizer(self) -> None:
+        from hydra.utils import instantiate
+
+        optim_cfg = OmegaConf.to_container(self.cfg.optim, resolve=True)
+        schedule = optim_cfg.pop("schedule", None) or {}
+        self.optimizer = instantiate(optim_cfg, params=self.model.parameters(), _convert_="all")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(schedule))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_paths(self, step: int) -> tuple[Path, Path]:
+        stem = self.checkpoint_dir / f"step-{step:08d}"
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".state.pt")
+
+    def save(self) -> Path:
+        weights, state = self.checkpoint_paths(self.step)
+        save_training_state(state, self.training_state())
+        save_checkpoint(weights, self.model, self.step, extras=self.checkpoint_extras(), **self.checkpoint_meta())
+        last = self.checkpoint_dir / "last.safetensors"
+        tmp = self.checkpoint_dir / f".last.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(weights, tmp)
+        except OSError:  # file systems without hard links
+            import shutil
+
+            shutil.copyfile(weights, tmp)
+        os.replace(tmp, last)
+        self._prune_old_checkpoints()
+        log.info("saved checkpoint %s", weights)
+        return weights
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Extra JSON metadata for the checkpoint (recipe name, data summary)."""
+        return {"recipe": str(self.cfg.get("name", "")), "data": self.data_summary}
+
+    def checkpoint_extras(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Extra tensor groups saved with the weights (e.g. EMA weights, pruning masks)."""
+        return {}
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _prune_old_checkpoints(self) -> None:
+        keep = int(self.cfg.trainer.get("keep_checkpoints", 3))
+        steps = sorted(self.saved_steps())
+        for step in steps[:-keep] if keep > 0 else []:
+            for p in self.checkpoint_paths(step):
+                p.unlink(missing_ok=True)
+
+    def saved_steps(self) -> list[int]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        steps = []
+        for p in self.checkpoint_dir.iterdir():
+            match = CHECKPOINT_PATTERN.match(p.name)
+            if match and self.checkpoint_paths(int(match.group(1)))[1].is_file():
+                steps.append(int(match.group(1)))
+        return steps
+
+    def maybe_resume(self) -> None:
+        mode = str(self.cfg.trainer.get("resume", "auto"))
+        if mode in ("never", "false", "False"):
+            return
+        if mode not in ("auto", "true", "True"):
+            weights = Path(mode)
+            state = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
+            self.load(weights, state)
+            return
+        for step in sorted(self.saved_steps(), reverse=True):
+            weights, state = self.checkpoint_paths(step)
+            try:
+                self.load(weights, state)
+                return
+            except Exception as exc:  # a damaged pair: fall back to the previous one
+                log.warning("cannot resume from %s (%s); trying an older checkpoint", weights, exc)
+
+    def load(self, weights: Path, state_path: Path) -> None:
+        checkpoint = read_checkpoint(weights)
+        self.model.load_state_dict(checkpoint.tensors)
+        self.load_extras(checkpoint)
+        state = load_training_state(state_path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", weights, self.step)
+
+    def load_extras(self, checkpoint) -> None:
+        """Restore what `checkpoint_extras` saved."""
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def training_step(self, mel: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        mel, audio = mel.to(self.device, non_blocking=True), audio.to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            loss, parts = self.model.loss(mel, audio)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = float(self.cfg.trainer.get("grad_clip", 0) or 0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.after_optimizer_step()
+        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **parts}
+
+    def after_optimizer_step(self) -> None:
+        """Hook: runs after every optimizer step (pruning masks, weight averages)."""
+
+    def batches(self):
+        while True:
+            yield from self.loader
+
+    def fit(self) -> TrainResult:
+        from tqdm import tqdm
+
+        t = self.cfg.trainer
+        max_steps = int(t.max_steps)
+        self.maybe_resume()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.step == 0:
+            OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        bar = tqdm(
+            total=max_steps, initial=self.step, disable=not t.get("progress", True), unit="step", dynamic_ncols=True
+        )
+        last_val: dict[str, float] = {}
+        audio_path = None
+        started, started_step = time.perf_counter(), self.step
+        running: dict[str, float] = {}
+        for mel, audio in self.batches():
+            if self.step >= max_steps:
+                break
+            parts = self.training_step(mel, audio)
+            self.step += 1
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            running["_n"] = running.get("_n", 0) + 1
+            bar.update(1)
+            if not math.isfinite(parts["loss"]):
+                raise FloatingPointError(f"loss became {parts['loss']} at step {self.step}")
+            if self.step % int(t.log_every) == 0 or self.step == max_steps:
+                n = running.pop("_n")
+                averaged = {k: v / n for k, v in running.items()}
+                rate = (self.step - started_step) / max(time.perf_counter() - started, 1e-9)
+                averaged.update(steps_per_second=rate, lr=self.scheduler.get_last_lr()[0])
+                self.write_metrics("train", averaged)
+                bar.set_postfix(loss=f"{averaged['loss']:.3f}", steps_s=f"{rate:.2f}")
+                running = {}
+            if self.step % int(t.val_every) == 0 or self.step == max_steps:
+                last_val = self.validate()
+                audio_path = self.validation_audio()
+            if self.step % int(t.checkpoint_every) == 0 or self.step == max_steps:
+                self.save()
+        bar.close()
+        checkpoint = self.checkpoint_paths(self.step)[0] if self.step in self.saved_steps() else None
+        if checkpoint is None and self.step > 0:
+            checkpoint = self.save()
+        return TrainResult(self.run_dir, self.step, checkpoint, audio_path, last_val)
+
+    # ---- validation ------------------------------------------------------------------------------
+    def write_metrics(self, kind: str, values: dict[str, float]) -> None:
+        record = {"kind": kind, "step": self.step, **{k: round(float(v), 6) for k, v in values.items()}}
+        log.info("%s", json.dumps(record))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Teacher-forced loss on fixed segments of the validation utterances."""
+        self.model.eval()
+        d = self.cfg.data
+        count = int(d.get("valid_segments", 32))
+        seg = self.train_set.segment_frames
+        mels, audios = [], []
+        for i in range(count):
+            feats = self.valid_features[i % len(self.valid_features)]
+            spare = max(0, feats.frames - seg)
+            start = (i // len(self.valid_features)) * seg * 3 % (spare + 1)
+            mel, audio = self.train_set.segment(feats, start)
+            mels.append(mel)
+            audios.append(audio)
+        totals: dict[str, float] = {}
+        batch = max(1, int(d.batch_size))
+        for i in range(0, count, batch):
+            mel = torch.stack(mels[i : i + batch]).to(self.device)
+            audio = torch.stack(audios[i : i + batch]).to(self.device)
+            loss, parts = self.model.loss(mel, audio)
+            weight = mel.shape[0] / count
+            totals["loss"] = totals.get("loss", 0.0) + float(loss) * weight
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v * weight
+        self.write_metrics("valid", totals)
+        return totals
+
+    @torch.no_grad()
+    def validation_audio(self) -> Path | None:
+        """Vocode the first validation utterance (or its first seconds) to a WAV in the run dir."""
+        t = self.cfg.trainer
+        self.model.eval()
+        feats = self.valid_features[0]
+        seconds = t.get("val_audio_seconds")
+        frames = feats.frames
+        if seconds:
+            frames = min(frames, max(1, int(float(seconds) * self.mel_config.sample_rate / self.model.hop_length)))
+        ctx = self.model.mel_context
+        mel = torch.from_numpy(mel_window(feats.mel, -ctx, frames + ctx)).unsqueeze(0).to(self.device)
+        engine = make_engine(str(t.get("val_engine", "auto")), self.model, self.device)
+        cond = self.model.conditioning(mel)
+        noise = draw_noise(1, self.model.num_samples(cond), self.model.noise_per_step, seed=int(self.cfg.seed))
+        started = time.perf_counter()
+        audio = self.model.decode(engine.generate(cond, noise, float(t.get("val_temperature", 1.0))))[0]
+        elapsed = time.perf_counter() - started
+        name = re.sub(r"[^\w.-]+", "_", feats.utterance.id)
+        path = write_wav(
+            self.run_dir / "samples" / f"step-{self.step:08d}_{name}.wav", audio, self.mel_config.sample_rate
+        )
+        log.info("validation audio %s (%d samples in %.1f s, engine %s)", path, audio.numel(), elapsed, engine.name)
+        return path
+
+
+def _lr_lambda(schedule: dict[str, Any]):
+    """Learning-rate multiplier per step: linear warm-up, then constant, exponential or cosine decay."""
+    warmup = int(schedule.get("warmup_steps", 0))
+    kind = schedule.get("decay", "none")
+    gamma = float(schedule.get("gamma", 0.5))
+    every = int(schedule.get("decay_every", 100_000))
+    total = int(schedule.get("total_steps", 1_000_000))
+    floor = float(schedule.get("min_factor", 0.0))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "exponential":
+            return max(floor, gamma ** (step / every))
+        if kind == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train from a composed config; returns where things were written."""
+    return Trainer(cfg).fit()
