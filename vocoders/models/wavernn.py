@@ -209,7 +209,7 @@ class WaveRNN(VocoderModel):
         hidden, previous = state
         H, half = self.hidden_size, self.half
         c_prev, f_prev = self.split(previous)
-        w_ih = self.masked_weight_ih()
+        w_ih = self.gru_weight_ih  # only the c_t column is masked; mask that column alone below
         gh = F.linear(hidden, self.gru_weight_hh, self.gru_bias_hh)  # [B, 3H]
         known = torch.stack([self.scale_coarse(c_prev), self.scale_fine(f_prev)], dim=-1)
         gi = F.linear(known, w_ih[:, :COLUMN_C_NOW]) + F.linear(cond_t, w_ih[:, FIRST_COND_COLUMN:]) + self.gru_bias_ih
@@ -230,7 +230,8 @@ class WaveRNN(VocoderModel):
             coarse, fine_forced = self.split(forced)
         else:
             coarse = sample_categorical(coarse_logits, noise_t[:, 0], temperature)
-        gi = gi + self.scale_coarse(coarse).unsqueeze(-1) * w_ih[:, COLUMN_C_NOW]
+        c_now_column = w_ih[:, COLUMN_C_NOW] * self.input_mask[:, COLUMN_C_NOW]  # zero on coarse rows
+        gi = gi + self.scale_coarse(coarse).unsqueeze(-1) * c_now_column
         h_fine = update(fine_rows, gi)
         fine_logits = self.O4(torch.relu(self.O3(h_fine)))
         if forced is not None:
@@ -245,6 +246,8 @@ class WaveRNN(VocoderModel):
 
 def _stack_logits(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
     """[..., Kc], [..., Kf] -> [..., 2, max(Kc, Kf)], padding the shorter with -inf."""
+    if coarse.shape[-1] == fine.shape[-1]:
+        return torch.stack([coarse, fine], dim=-2)
     width = max(coarse.shape[-1], fine.shape[-1])
     coarse = F.pad(coarse, (0, width - coarse.shape[-1]), value=float("-inf"))
     fine = F.pad(fine, (0, width - fine.shape[-1]), value=float("-inf"))
