@@ -83,3 +83,28 @@ def test_console_script_is_installed(tmp_path, tiny_checkpoint):
     )
     result = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "CHECKPOINT" in result.stdout.upper()
+
+
+def test_kill_during_synthesis_leaves_no_partial_wav(tmp_path, tiny_checkpoint):
+    import os
+    import signal
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    np.save(inputs / "a_short.npy", good_mel(1).numpy())
+    np.save(inputs / "b_long.npy", np.repeat(good_mel(2).numpy(), 400, axis=1))  # minutes of reference sampling
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vocoders.synthesize", str(tiny_checkpoint), str(inputs), "-o", str(out), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (out / "a_short.wav").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # well inside the long file
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert sf.info(out / "a_short.wav").frames == 256  # the finished file is complete
+    assert [p.name for p in out.glob("*.wav")] == ["a_short.wav"]  # no partial output for the other
