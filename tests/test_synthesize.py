@@ -96,7 +96,16 @@ def test_kill_during_synthesis_leaves_no_partial_wav(tmp_path, tiny_checkpoint):
     np.save(inputs / "b_long.npy", np.repeat(good_mel(2).numpy(), 400, axis=1))  # minutes of reference sampling
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vocoders.synthesize", str(tiny_checkpoint), str(inputs), "-o", str(out), "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "vocoders.synthesize",
+            str(tiny_checkpoint),
+            str(inputs),
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
