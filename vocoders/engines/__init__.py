@@ -12,30 +12,34 @@ import torch
 
 from ..models.base import VocoderModel
 from .base import Engine
+from .cuda import CudaEngine
 from .reference import ReferenceEngine
 
 log = logging.getLogger(__name__)
 
-ENGINES: dict[str, type[Engine]] = {ReferenceEngine.name: ReferenceEngine}
-# Fastest first; `auto` picks the first available.
-PREFERENCE: list[str] = ["reference"]
+ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (ReferenceEngine, CudaEngine)}
+# Fastest first; `auto` picks the first available (cuda reports itself unavailable off a CUDA device).
+PREFERENCE: list[str] = ["cuda", "reference"]
 
 
-def make_engine(name: str, model: VocoderModel, device: torch.device | str = "cpu") -> Engine:
-    """Build engine `name` ("auto" for the fastest available) for `model` on `device`."""
+def make_engine(name: str, model: VocoderModel, device: torch.device | str = "cpu", **options) -> Engine:
+    """Build engine `name` ("auto" for the fastest available) for `model` on `device`.
+
+    `options` go to the engine's constructor (for example dtype="bfloat16" or kernel="graph" for cuda).
+    """
     device = torch.device(device)
     if name == "auto":
         for candidate in PREFERENCE:
             if ENGINES[candidate].available(model, device) is None:
                 log.debug("engine auto -> %s", candidate)
-                return ENGINES[candidate](model, device)
+                return ENGINES[candidate](model, device, **options)
         raise RuntimeError(f"no engine can run {model.name} on {device}")
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known: auto, {', '.join(sorted(ENGINES))}")
     reason = ENGINES[name].available(model, device)
     if reason is not None:
         raise RuntimeError(f"engine {name!r} cannot run {model.name} on {device}: {reason}")
-    return ENGINES[name](model, device)
+    return ENGINES[name](model, device, **options)
 
 
-__all__ = ["ENGINES", "PREFERENCE", "Engine", "ReferenceEngine", "make_engine"]
+__all__ = ["ENGINES", "PREFERENCE", "CudaEngine", "Engine", "ReferenceEngine", "make_engine"]

@@ -1,0 +1,118 @@
+"""The CUDA engine: the whole autoregressive loop on the GPU, no host synchronisation per sample.
+
+Kernels (option `kernel`):
+    persistent  one Triton launch per chunk; every program keeps its slice of the weights in
+                registers across steps and the phases of a step meet at grid-wide syncs (the
+                WaveRNN paper's single persistent kernel). For a few streams.
+    graph       the step as PyTorch ops, a chunk of steps captured in one CUDA graph and replayed;
+                any batch (the batched path: matrix-matrix products over the streams).
+    phased      the Triton phase kernels, one launch per phase (7 per step); the persistent
+                kernel's code without its grid syncs, kept as a fallback and for testing.
+    auto        persistent for batch <= `persistent_max_batch` when Triton is installed, else graph.
+
+`dtype` chooses the weight storage: float32, bfloat16 or float16; products accumulate in float32
+(tests state the resulting logit bound and sample agreement). Noise is drawn before the loop by the
+caller and sampling happens on the device with the rule of `vocoders.sampling`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+
+from ..models.base import VocoderModel
+from .base import Engine
+from .cuda_wavernn import GraphStepper, WaveRNNSampler
+from .wavernn_pack import WaveRNNPack, weight_dtype
+
+log = logging.getLogger(__name__)
+
+KERNELS = ("auto", "persistent", "graph", "phased")
+SUPPORTED_MODELS = ("wavernn",)
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+class CudaEngine(Engine):
+    """WaveRNN sampling on a CUDA device (see the module docstring for the kernels).
+
+    Args:
+        model, device: the model and a CUDA device.
+        dtype: weight storage, "float32" | "bfloat16" | "float16".
+        kernel: "auto" | "persistent" | "graph" | "phased".
+        chunk_frames: frames of conditioning per chunk (chunk = chunk_frames * hop steps); default
+            about 256 steps. A graph holds one chunk; the persistent kernel is launched once per chunk.
+        persistent_max_batch: largest batch `auto` gives the persistent kernel.
+        num_warps: warps per program of the Triton kernels (more warps, fewer registers per thread).
+    """
+
+    name = "cuda"
+
+    def __init__(
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cuda",
+        dtype: str | torch.dtype = "float32",
+        kernel: str = "auto",
+        chunk_frames: int | None = None,
+        persistent_max_batch: int = 4,
+        num_warps: int = 8,
+    ) -> None:
+        super().__init__(model, device)
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown CUDA kernel {kernel!r}; known: {', '.join(KERNELS)}")
+        if kernel in ("persistent", "phased") and not triton_installed():
+            raise RuntimeError(f"CUDA kernel {kernel!r} needs Triton: pip install 'vocoders[gpu]'")
+        self.dtype = weight_dtype(dtype)
+        self.kernel = kernel
+        self.chunk_frames = chunk_frames or max(1, 256 // model.hop_length)
+        self.persistent_max_batch = persistent_max_batch
+        self.num_warps = num_warps
+        self.pack = WaveRNNPack.from_model(model, self.device, self.dtype)
+        self._samplers: dict[tuple[str, int], WaveRNNSampler] = {}
+
+    @classmethod
+    def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        device = torch.device(device)
+        if device.type != "cuda":
+            return f"needs a CUDA device, got {device}"
+        if not torch.cuda.is_available():
+            return "CUDA is not available to this PyTorch build or machine"
+        if model.name not in SUPPORTED_MODELS:
+            return f"no CUDA path for model {model.name!r} (supported: {', '.join(SUPPORTED_MODELS)})"
+        return None
+
+    def kernel_for(self, batch: int) -> str:
+        """The kernel this engine uses for `batch` streams."""
+        if self.kernel != "auto":
+            return self.kernel
+        if batch <= self.persistent_max_batch and triton_installed():
+            return "persistent"
+        return "graph"
+
+    def sampler(self, batch: int) -> WaveRNNSampler:
+        """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
+        kernel = self.kernel_for(batch)
+        key = (kernel, batch)
+        if key not in self._samplers:
+            steps = self.chunk_frames * self.model.hop_length
+            if kernel == "graph":
+                stepper = GraphStepper(self.pack, batch, steps)
+            else:
+                from .triton_wavernn import TritonWaveRNN
+
+                stepper = TritonWaveRNN(self.pack, batch, mode=kernel, num_warps=self.num_warps)
+            self._samplers[key] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
+            log.info("cuda engine: %s kernel, batch %d, weights %s", kernel, batch, self.dtype)
+        return self._samplers[key]
+
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        self.check_inputs(self.model, cond, noise)
+        return self.sampler(cond.shape[0]).generate(cond, noise, temperature)
+
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.sampler(cond.shape[0]).forced_logits(cond, targets)

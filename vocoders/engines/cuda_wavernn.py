@@ -1,0 +1,219 @@
+"""WaveRNN on the device: chunks of steps with no host synchronisation inside a sequence.
+
+`WaveRNNSampler` owns the loop over chunks: it projects the conditioning at frame rate once,
+interpolates one chunk of per-sample input terms at a time, and hands them with the pre-drawn noise
+to a stepper that advances the recurrent state by a chunk of steps:
+- `GraphStepper`: the step as plain PyTorch ops on static buffers; on a CUDA device a whole chunk is
+  captured once in a CUDA graph and replayed (one launch per chunk instead of ~40 per step). Any batch.
+- `triton_wavernn.TritonWaveRNN`: the Triton kernels (persistent, or one launch per phase).
+Everything stays on the device; the host only queues work, and reads nothing back until the end.
+
+Sampling uses `sample_categorical` (the graph) or its Triton copy: the same inverse-CDF rule with
+the same noise, so samples equal the reference engine's up to float32 rounding of the logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import torch
+
+from ..sampling import sample_categorical
+from .wavernn_pack import WaveRNNPack
+
+log = logging.getLogger(__name__)
+
+
+class Stepper(Protocol):
+    """Advances a batch of WaveRNN states by S steps (see `GraphStepper.run`)."""
+
+    def reset(self) -> None: ...
+
+    def run(
+        self,
+        inputs: torch.Tensor,
+        noise: torch.Tensor,
+        temperature: float = 1.0,
+        targets: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+def _mm_float32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [B, K] float32 times weight [N, K]^T -> [B, N] float32.
+
+    Reduced-precision weights take x rounded to the same dtype and accumulate in float32 (on CUDA a
+    bf16/fp16 tensor-core product with a float32 output; on the CPU the same products emulated).
+    """
+    if weight.dtype == torch.float32:
+        return x @ weight.t()
+    if x.is_cuda:
+        return torch.mm(x.to(weight.dtype), weight.t(), out_dtype=torch.float32)
+    return x.to(weight.dtype).float() @ weight.t().float()
+
+
+class GraphStepper:
+    """The WaveRNN step in PyTorch ops on static buffers; a CUDA graph per chunk on a CUDA device.
+
+    A graph is captured for one (batch, chunk length, temperature, teacher forcing) and replayed for
+    every chunk; a different temperature or mode captures another. `use_graph=False` runs the same
+    ops eagerly (the CPU path the tests exercise).
+    """
+
+    def __init__(self, pack: WaveRNNPack, batch: int, steps: int, use_graph: bool | None = None) -> None:
+        dev = pack.recurrent.device
+        self.pack, self.batch, self.steps = pack, batch, steps
+        self.use_graph = dev.type == "cuda" if use_graph is None else use_graph
+        H = pack.hidden
+        self.hidden = torch.zeros(batch, H, device=dev)
+        self.prev = torch.full((batch,), pack.silence, dtype=torch.long, device=dev)
+        self.inputs = torch.zeros(batch, steps, 3 * H, device=dev)
+        self.noise = torch.full((batch, steps, 2), 0.5, device=dev)
+        self.targets = torch.zeros(batch, steps, dtype=torch.long, device=dev)
+        self.samples = torch.zeros(batch, steps, dtype=torch.long, device=dev)
+        self.logits = torch.full((batch, steps, 2, pack.classes), float("-inf"), device=dev)
+        self._graphs: dict[tuple[float, bool], torch.cuda.CUDAGraph] = {}
+
+    def reset(self) -> None:
+        self.hidden.zero_()
+        self.prev.fill_(self.pack.silence)
+
+    def state(self) -> torch.Tensor:
+        return self.hidden
+
+    # ---- one step, plain ops --------------------------------------------------------------------
+    def _scale(self, classes: torch.Tensor, count: int) -> torch.Tensor:
+        return classes.float() * (2.0 / (count - 1)) - 1.0
+
+    def _gates(self, gi: torch.Tensor, gh: torch.Tensor, h_old: torch.Tensor) -> torch.Tensor:
+        """gi, gh [B, 3, n]; h_old [B, n] -> h' [B, n]."""
+        r = torch.sigmoid(gi[:, 0] + gh[:, 0])
+        z = torch.sigmoid(gi[:, 1] + gh[:, 1])
+        n = torch.tanh(gi[:, 2] + r * gh[:, 2])
+        return z * h_old + (1.0 - z) * n
+
+    def _step(self, t: int, temperature: float, forced: bool) -> None:
+        p, h = self.pack, self.hidden
+        half, fine_mask = p.half, p.fine_classes - 1
+        gh = (_mm_float32(h, p.recurrent) + p.bias_hh).view(-1, 3, p.hidden)
+        c_prev = self._scale(self.prev >> p.fine_bits, p.coarse_classes)
+        known = torch.stack([c_prev, self._scale(self.prev & fine_mask, p.fine_classes)], dim=-1)
+        gi = (self.inputs[:, t] + known @ p.w_prev).view(-1, 3, p.hidden)
+        h_coarse = self._gates(gi[:, :, :half], gh[:, :, :half], h[:, :half])
+        y = torch.relu(_mm_float32(h_coarse, p.out1) + p.bias1)
+        logits_c = _mm_float32(y, p.out2) + p.bias2
+        if forced:
+            coarse = self.targets[:, t] >> p.fine_bits
+        else:
+            coarse = sample_categorical(logits_c, self.noise[:, t, 0], temperature)
+        w_now = p.w_now.view(3, p.hidden)[:, half:]
+        gi_fine = gi[:, :, half:] + self._scale(coarse, p.coarse_classes)[:, None, None] * w_now
+        h_fine = self._gates(gi_fine, gh[:, :, half:], h[:, half:])
+        y = torch.relu(_mm_float32(h_fine, p.out3) + p.bias3)
+        logits_f = _mm_float32(y, p.out4) + p.bias4
+        if forced:
+            sample = self.targets[:, t]
+            self.logits[:, t, 0, : p.coarse_classes] = logits_c
+            self.logits[:, t, 1, : p.fine_classes] = logits_f
+        else:
+            fine = sample_categorical(logits_f, self.noise[:, t, 1], temperature)
+            sample = (coarse << p.fine_bits) | fine
+        self.samples[:, t] = sample
+        self.prev.copy_(sample)
+        self.hidden.copy_(torch.cat([h_coarse, h_fine], dim=-1))
+
+    def _chunk(self, temperature: float, forced: bool) -> None:
+        for t in range(self.steps):
+            self._step(t, temperature, forced)
+
+    def _graph(self, temperature: float, forced: bool) -> torch.cuda.CUDAGraph:
+        key = (temperature, forced)
+        if key not in self._graphs:
+            saved = self.hidden.clone(), self.prev.clone()
+            side = torch.cuda.Stream(self.hidden.device)
+            side.wait_stream(torch.cuda.current_stream(self.hidden.device))
+            with torch.cuda.stream(side):  # warm-up (cuBLAS workspaces) before capture
+                self._chunk(temperature, forced)
+            torch.cuda.current_stream(self.hidden.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._chunk(temperature, forced)
+            self.hidden.copy_(saved[0])
+            self.prev.copy_(saved[1])
+            self._graphs[key] = graph
+            log.debug("captured a CUDA graph of %d WaveRNN steps (batch %d)", self.steps, self.batch)
+        return self._graphs[key]
+
+    def run(self, inputs, noise, temperature=1.0, targets=None, logits=None) -> torch.Tensor:
+        """Advance len(chunk) <= S steps.
+
+        inputs [B, S', 3H] float32 input-gate terms; noise [B, S', 2]; targets [B, S'] to
+        teacher-force, with `logits` [B, S', 2, K] receiving every step's logits. Returns [B, S'].
+        """
+        count = inputs.shape[1]
+        if count > self.steps or inputs.shape[0] != self.batch:
+            raise ValueError(f"stepper holds batch {self.batch} x {self.steps} steps, got {tuple(inputs.shape[:2])}")
+        forced = targets is not None
+        self.inputs[:, :count].copy_(inputs)
+        self.noise[:, :count].copy_(noise)
+        if forced:
+            self.targets[:, :count].copy_(targets)
+        if count < self.steps:  # a short last chunk: run the padding steps too, on neutral inputs
+            self.inputs[:, count:].zero_()
+            self.noise[:, count:].fill_(0.5)
+            self.targets[:, count:].fill_(self.pack.silence)
+        if self.use_graph:
+            self._graph(float(temperature), forced).replay()
+        else:
+            self._chunk(float(temperature), forced)
+        if forced:
+            logits.copy_(self.logits[:, :count])
+        return self.samples[:, :count].clone()
+
+
+class WaveRNNSampler:
+    """Generation and teacher forcing over chunks of `chunk_frames` frames with one stepper."""
+
+    def __init__(self, pack: WaveRNNPack, stepper: Stepper, chunk_frames: int) -> None:
+        self.pack, self.stepper, self.chunk_frames = pack, stepper, chunk_frames
+
+    def _chunks(self, cond: torch.Tensor):
+        """Yield (first sample, per-sample inputs [B, S, 3H]) for each chunk of the sequence."""
+        p = self.pack
+        projection = p.frame_projection(cond)
+        frames = cond.shape[1] - (p.taps - 1)
+        for first_frame in range(0, frames, self.chunk_frames):
+            count = min(self.chunk_frames, frames - first_frame)
+            yield first_frame * p.hop, p.sample_inputs(projection, first_frame, count)
+
+    @torch.inference_mode()
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """cond [B, F + taps - 1, D]; noise [B, F * hop, 2] -> samples [B, F * hop] int64."""
+        dev = self.pack.recurrent.device
+        cond, noise = cond.to(dev), noise.to(dev, torch.float32)
+        out = torch.empty(noise.shape[:2], dtype=torch.long, device=dev)
+        self.stepper.reset()
+        for first, inputs in self._chunks(cond):
+            steps = inputs.shape[1]
+            out[:, first : first + steps] = self.stepper.run(inputs, noise[:, first : first + steps], temperature)
+        return out
+
+    @torch.inference_mode()
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """cond [B, F + taps - 1, D]; targets [B, T] -> logits [B, T, 2, K] (as `WaveRNN.forward_logits`)."""
+        dev, p = self.pack.recurrent.device, self.pack
+        cond, targets = cond.to(dev), targets.to(dev)
+        batch, total = targets.shape
+        logits = torch.full((batch, total, 2, p.classes), float("-inf"), device=dev)
+        noise = torch.full((batch, total, 2), 0.5, device=dev)
+        self.stepper.reset()
+        for first, inputs in self._chunks(cond):
+            steps = min(inputs.shape[1], total - first)
+            if steps <= 0:
+                break
+            span = slice(first, first + steps)
+            chunk_logits = logits[:, span].contiguous()
+            self.stepper.run(inputs[:, :steps], noise[:, span], 1.0, targets[:, span].contiguous(), chunk_logits)
+            logits[:, span] = chunk_logits
+        return logits
