@@ -227,6 +227,22 @@ def test_triton_persistent_kernel_bf16_weights():
     assert forced_draw_agreement(logits, parallel, noise) >= 0.9  # 32 draws: at most three flips
 
 
+@pytest.mark.slow
+@needs_interpreter
+@pytest.mark.parametrize("mode", ["persistent", "phased"])
+def test_triton_kernels_long_run_odd_batch_and_temperature(mode):
+    """Three streams (a padded stream block), 48 steps over chunks of 32 and 16, temperature 0.7."""
+    tw = kernels()
+    model = make_model(hop=16)
+    mel, cond, noise, reference, parallel = case(model, batch=3, frames=3)
+    pack = WaveRNNPack.from_model(model, "cpu")
+    options = {"max_programs": 1} if mode == "persistent" else {"units": 8}
+    sampler = WaveRNNSampler(pack, tw.TritonWaveRNN(pack, batch=3, mode=mode, **options), chunk_frames=2)
+    expected = make_engine("reference", model).generate(cond, noise, 0.7)
+    assert torch.equal(sampler.generate(cond, noise, 0.7), expected)
+    assert max_logit_error(sampler.forced_logits(cond, reference), parallel) <= 1e-4
+
+
 @needs_interpreter
 def test_triton_runner_refuses_bad_configuration():
     tw = kernels()
