@@ -237,23 +237,28 @@ def persistent_kernel(
     coarse_all = prev
     syncs = 0
     for t in range(steps):
+        # An offset of 0 read from memory every step: the per-unit vector addresses below depend on it,
+        # so the compiler recomputes them per step instead of keeping them live (in registers next to
+        # the resident weights) across the whole loop.
+        zero = tl.load(counter_ptr + 1)
+        unit_t, o_t, k_t = unit0 + zero, o0 + zero, k0 + zero
         src = hidden_ptr + ((parity + t) % 2) * batch * H
         dst = hidden_ptr + ((parity + t + 1) % 2) * batch * H
         logits_t = logits_ptr + t * stride_lt
         for b in range(batch):  # A
             _phase_recurrent(
-                b, t, unit0, rec_r, rec_z, rec_n, pick(prev, b, BATCH_P), bias_hh_ptr, w_prev_ptr, inputs_ptr,
+                b, t, unit_t, rec_r, rec_z, rec_n, pick(prev, b, BATCH_P), bias_hh_ptr, w_prev_ptr, inputs_ptr,
                 stride_ib, stride_it, src, dst, preacts_ptr, H, half, coarse_scale, fine_scale, FINE_BITS, UNITS, HP,
             )  # fmt: skip
         syncs += 1
         grid_sync(counter_ptr, syncs * programs)
         for b in range(batch):  # B
-            _phase_dense(out1, o0, bias1_ptr, O, dst + b * H, half, layer_ptr + b * 2 * O, True, ROWS_O, HALF_P)
+            _phase_dense(out1, o_t, bias1_ptr, O, dst + b * H, half, layer_ptr + b * 2 * O, True, ROWS_O, HALF_P)
         syncs += 1
         grid_sync(counter_ptr, syncs * programs)
         for b in range(batch):  # C
             _phase_dense(
-                out2, k0, bias2_ptr, n_coarse, layer_ptr + b * 2 * O, O, logits_t + b * stride_lb, False, ROWS_K, OP
+                out2, k_t, bias2_ptr, n_coarse, layer_ptr + b * 2 * O, O, logits_t + b * stride_lb, False, ROWS_K, OP
             )
         syncs += 1
         grid_sync(counter_ptr, syncs * programs)
@@ -264,12 +269,12 @@ def persistent_kernel(
                 u = tl.load(noise_ptr + b * stride_nb + 2 * t)
                 coarse = _draw(logits_t + b * stride_lb, n_coarse, u, temperature, GREEDY, CLASSES)
             coarse_all = tl.where(streams == b, coarse, coarse_all)
-            _phase_fine(b, unit0, coarse, w_now_ptr, src, dst, preacts_ptr, H, half, coarse_scale, UNITS)
+            _phase_fine(b, unit_t, coarse, w_now_ptr, src, dst, preacts_ptr, H, half, coarse_scale, UNITS)
         syncs += 1
         grid_sync(counter_ptr, syncs * programs)
         for b in range(batch):  # E
             _phase_dense(
-                out3, o0, bias3_ptr, O, dst + b * H + half, half, layer_ptr + b * 2 * O + O, True, ROWS_O, HALF_P
+                out3, o_t, bias3_ptr, O, dst + b * H + half, half, layer_ptr + b * 2 * O + O, True, ROWS_O, HALF_P
             )
         syncs += 1
         grid_sync(counter_ptr, syncs * programs)
@@ -340,7 +345,7 @@ class TritonWaveRNN:
         self.preacts = torch.zeros(batch, 6, H, device=dev)
         self.layer = torch.zeros(batch, 2, pack.out_hidden, device=dev)
         self.scratch_logits = torch.zeros(batch, 2, pack.classes, device=dev)
-        self.counter = torch.zeros(1, dtype=torch.int32, device=dev)
+        self.counter = torch.zeros(2, dtype=torch.int32, device=dev)  # [arrivals, a constant 0]
         self.temperature = torch.ones(1, dtype=torch.float64, device=dev)
         self.parity = 0
 
