@@ -124,8 +124,8 @@ def test_cuda_engine_refuses_bad_options():
     model = make_model()
     with pytest.raises(ValueError, match="unknown CUDA kernel 'warp'"):
         CudaEngine(model, "cpu", kernel="warp")
-    with pytest.raises(ValueError, match="weight dtype must be one of"):
-        CudaEngine(model, "cpu", dtype="int3")
+    with pytest.raises(ValueError, match="engine 'cuda' stores weights as float32, bfloat16, float16, not 'int8'"):
+        CudaEngine(model, "cpu", dtype="int8")
     engine = CudaEngine(model, "cpu", kernel="auto", persistent_max_batch=2)
     assert engine.kernel_for(64) == "graph"
 

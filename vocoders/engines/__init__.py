@@ -22,24 +22,34 @@ ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (ReferenceEngine, C
 PREFERENCE: list[str] = ["cuda", "reference"]
 
 
-def make_engine(name: str, model: VocoderModel, device: torch.device | str = "cpu", **options) -> Engine:
+def make_engine(
+    name: str, model: VocoderModel, device: torch.device | str = "cpu", dtype: str = "float32", **options
+) -> Engine:
     """Build engine `name` ("auto" for the fastest available) for `model` on `device`.
 
-    `options` go to the engine's constructor (for example dtype="bfloat16" or kernel="graph" for cuda).
+    dtype: weight storage ("float32" everywhere; "bfloat16", "float16" or "int8" where an engine lists
+    it in `Engine.dtypes`); `auto` skips engines that do not offer it. `options` go to the engine's
+    constructor (for example kernel="graph" for cuda).
     """
     device = torch.device(device)
     if name == "auto":
+        skipped = []
         for candidate in PREFERENCE:
-            if ENGINES[candidate].available(model, device) is None:
+            engine = ENGINES[candidate]
+            reason = engine.available(model, device)
+            if reason is None and dtype not in engine.dtypes:
+                reason = f"no {dtype} weights"
+            if reason is None:
                 log.debug("engine auto -> %s", candidate)
-                return ENGINES[candidate](model, device, **options)
-        raise RuntimeError(f"no engine can run {model.name} on {device}")
+                return engine(model, device, dtype=dtype, **options)
+            skipped.append(f"{candidate}: {reason}")
+        raise RuntimeError(f"no engine can run {model.name} on {device} with {dtype} weights ({'; '.join(skipped)})")
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known: auto, {', '.join(sorted(ENGINES))}")
     reason = ENGINES[name].available(model, device)
     if reason is not None:
         raise RuntimeError(f"engine {name!r} cannot run {model.name} on {device}: {reason}")
-    return ENGINES[name](model, device, **options)
+    return ENGINES[name](model, device, dtype=dtype, **options)
 
 
 __all__ = ["ENGINES", "PREFERENCE", "CudaEngine", "Engine", "ReferenceEngine", "make_engine"]

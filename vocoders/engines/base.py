@@ -19,10 +19,15 @@ class Engine(ABC):
     """
 
     name: ClassVar[str]
+    # Weight storage dtypes this engine offers; reduced ones trade exactness for fewer bytes per step.
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
 
-    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu", dtype: str = "float32") -> None:
+        if dtype not in self.dtypes:
+            raise ValueError(f"engine {self.name!r} stores weights as {', '.join(self.dtypes)}, not {dtype!r}")
         self.model = model
         self.device = torch.device(device)
+        self.dtype = dtype
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:

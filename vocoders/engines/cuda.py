@@ -51,28 +51,29 @@ class CudaEngine(Engine):
     """
 
     name = "cuda"
+    dtypes = ("float32", "bfloat16", "float16")
 
     def __init__(
         self,
         model: VocoderModel,
         device: torch.device | str = "cuda",
-        dtype: str | torch.dtype = "float32",
+        dtype: str = "float32",
         kernel: str = "auto",
         chunk_frames: int | None = None,
         persistent_max_batch: int = 4,
         num_warps: int = 8,
     ) -> None:
-        super().__init__(model, device)
+        super().__init__(model, device, dtype=dtype)
         if kernel not in KERNELS:
             raise ValueError(f"unknown CUDA kernel {kernel!r}; known: {', '.join(KERNELS)}")
         if kernel in ("persistent", "phased") and not triton_installed():
             raise RuntimeError(f"CUDA kernel {kernel!r} needs Triton: pip install 'vocoders[gpu]'")
-        self.dtype = weight_dtype(dtype)
+        self.weight_dtype = weight_dtype(dtype)
         self.kernel = kernel
         self.chunk_frames = chunk_frames or max(1, 256 // model.hop_length)
         self.persistent_max_batch = persistent_max_batch
         self.num_warps = num_warps
-        self.pack = WaveRNNPack.from_model(model, self.device, self.dtype)
+        self.pack = WaveRNNPack.from_model(model, self.device, self.weight_dtype)
         self._samplers: dict[tuple[str, int], WaveRNNSampler] = {}
 
     @classmethod
@@ -107,7 +108,7 @@ class CudaEngine(Engine):
 
                 stepper = TritonWaveRNN(self.pack, batch, mode=kernel, num_warps=self.num_warps)
             self._samplers[key] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
-            log.info("cuda engine: %s kernel, batch %d, weights %s", kernel, batch, self.dtype)
+            log.info("cuda engine: %s kernel, batch %d, %s weights", kernel, batch, self.dtype)
         return self._samplers[key]
 
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
