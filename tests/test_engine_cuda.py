@@ -289,6 +289,8 @@ def test_cuda_engine_matches_reference(kernel):
     engine = make_engine("cuda", model, "cuda", kernel=kernel)
     if kernel == "persistent":
         assert engine.sampler(2).stepper.programs > 1
+    if kernel == "phased":
+        assert type(engine.sampler(2).stepper).__name__ == "CapturedStepper"
     samples = engine.generate(cond, noise)
     assert samples.device.type == "cuda" and torch.equal(samples.cpu(), reference)
     assert max_logit_error(engine.forced_logits(cond, reference).cpu(), parallel) <= 1e-4
@@ -321,7 +323,7 @@ def test_cuda_engine_bf16(kernel):
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("kernel", ["persistent", "graph"])
+@pytest.mark.parametrize("kernel", ["persistent", "graph", "phased"])
 def test_cuda_engine_never_synchronises_with_the_host(kernel):
     model = make_model(hidden=64)
     mel, cond, noise, reference, parallel = case(model, batch=2, frames=2)

@@ -6,8 +6,9 @@ Kernels (option `kernel`):
                 WaveRNN paper's single persistent kernel). For a few streams.
     graph       the step as PyTorch ops, a chunk of steps captured in one CUDA graph and replayed;
                 any batch (the batched path: matrix-matrix products over the streams).
-    phased      the Triton phase kernels, one launch per phase (7 per step); the persistent
-                kernel's code without its grid syncs, kept as a fallback and for testing.
+    phased      the Triton phase kernels, one launch per phase (7 per step, a chunk of them replayed
+                from a CUDA graph); the persistent kernel's code without its grid syncs: the
+                fallback where a persistent grid cannot be resident, and the interpreter-tested path.
     auto        persistent for batch <= `persistent_max_batch` when Triton is installed, else graph.
 
 `dtype` chooses the weight storage: float32, bfloat16 or float16; products accumulate in float32
@@ -24,7 +25,7 @@ import torch
 
 from ..models.base import VocoderModel
 from .base import Engine
-from .cuda_wavernn import GraphStepper, WaveRNNSampler
+from .cuda_wavernn import CapturedStepper, GraphStepper, WaveRNNSampler
 from .wavernn_pack import WaveRNNPack, weight_dtype
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class CudaEngine(Engine):
                 from .triton_wavernn import TritonWaveRNN
 
                 stepper = TritonWaveRNN(self.pack, batch, mode=kernel, num_warps=self.num_warps)
+                if kernel == "phased" and steps % 2 == 0:  # 7 launches per step: replay them from a graph
+                    stepper = CapturedStepper(stepper, self.pack, batch, steps)
             self._samplers[key] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
             log.info("cuda engine: %s kernel, batch %d, %s weights", kernel, batch, self.dtype)
         return self._samplers[key]

@@ -172,6 +172,60 @@ class GraphStepper:
         return self.samples[:, :count].clone()
 
 
+class CapturedStepper:
+    """Replays another stepper's chunk from a CUDA graph (for the Triton phase kernels: 7 launches
+    per step become one graph launch per chunk).
+
+    The inner stepper must keep its state in device tensors `hidden` and `prev`, and any host-side
+    state must repeat after `steps` steps (the phase kernels' hidden-buffer parity: `steps` even).
+    Short chunks are padded to `steps` like `GraphStepper` does.
+    """
+
+    def __init__(self, inner, pack: WaveRNNPack, batch: int, steps: int) -> None:
+        if steps % 2:
+            raise ValueError(f"a captured chunk needs an even number of steps, got {steps}")
+        dev = pack.recurrent.device
+        self.inner, self.pack, self.batch, self.steps = inner, pack, batch, steps
+        self.inputs = torch.zeros(batch, steps, 3 * pack.hidden, device=dev)
+        self.noise = torch.full((batch, steps, 2), 0.5, device=dev)
+        self.targets = torch.full((batch, steps), pack.silence, dtype=torch.long, device=dev)
+        self.logits = torch.full((batch, steps, 2, pack.classes), float("-inf"), device=dev)
+        self._graphs: dict[tuple[float, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def _capture(self, temperature: float, forced: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        targets, logits = (self.targets, self.logits) if forced else (None, None)
+        saved = [t.clone() for t in (self.inner.hidden, self.inner.prev)]
+        self.inner.run(self.inputs, self.noise, temperature, targets, logits)  # warm-up: compile kernels
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            samples = self.inner.run(self.inputs, self.noise, temperature, targets, logits)
+        self.inner.hidden.copy_(saved[0])
+        self.inner.prev.copy_(saved[1])
+        return graph, samples
+
+    def run(self, inputs, noise, temperature=1.0, targets=None, logits=None) -> torch.Tensor:
+        """As `GraphStepper.run`."""
+        count, forced = inputs.shape[1], targets is not None
+        self.inputs[:, :count].copy_(inputs)
+        self.noise[:, :count].copy_(noise)
+        self.inputs[:, count:].zero_()
+        self.noise[:, count:].fill_(0.5)
+        if forced:
+            self.targets[:, :count].copy_(targets)
+            self.targets[:, count:].fill_(self.pack.silence)
+        key = (float(temperature), forced)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(float(temperature), forced)
+        graph, samples = self._graphs[key]
+        graph.replay()
+        if forced:
+            logits.copy_(self.logits[:, :count])
+        return samples[:, :count].clone()
+
+
 class WaveRNNSampler:
     """Generation and teacher forcing over chunks of `chunk_frames` frames with one stepper."""
 
