@@ -49,7 +49,9 @@ def _mm_float32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if weight.dtype == torch.float32:
         return x @ weight.t()
     if x.is_cuda:
-        return torch.mm(x.to(weight.dtype), weight.t(), out_dtype=torch.float32)
+        if hasattr(torch.ops.aten.mm, "dtype"):  # the out_dtype overload (recent PyTorch)
+            return torch.mm(x.to(weight.dtype), weight.t(), out_dtype=torch.float32)
+        return (x.to(weight.dtype) @ weight.t()).float()  # older PyTorch: the sums rounded once to bf16/fp16
     return x.to(weight.dtype).float() @ weight.t().float()
 
 
