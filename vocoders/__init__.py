@@ -9,7 +9,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .engines.fold import FoldConfig
 from .features import PRESETS, MelConfig, MelSpectrogram
 from .inference import MelError, Vocoder, check_mel, load
 
-__all__ = ["PRESETS", "MelConfig", "MelError", "MelSpectrogram", "Vocoder", "__version__", "check_mel", "load"]
+__all__ = [
+    "PRESETS",
+    "FoldConfig",
+    "MelConfig",
+    "MelError",
+    "MelSpectrogram",
+    "Vocoder",
+    "__version__",
+    "check_mel",
+    "load",
+]

@@ -3,6 +3,8 @@
     voc = vocoders.load("wavernn.safetensors", device="cpu")
     audio = voc(mel)              # mel [n_mels, frames] -> audio [frames * hop]
     mel = voc.mel(audio)          # the checkpoint's own mel definition
+    voc = vocoders.load("wavernn.safetensors", fold=(40, 4))   # fold batching: 40-frame segments,
+                                                                # 4 frames cross-faded, one batch
 
 Loading never unpickles and never imports Hydra or the training code.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .engines import make_engine
+from .engines import FoldConfig, FoldEngine, make_engine
 from .features import MelConfig, MelSpectrogram
 from .models.base import VocoderModel
 from .sampling import draw_noise
@@ -79,14 +81,23 @@ class Vocoder:
         sample_rate, hop_length: of the checkpoint's mel contract.
         mel: `MelSpectrogram` of that contract (audio [B, samples] -> mel [B, n_mels, frames]).
         model: the underlying `VocoderModel`; engine: the sampling engine in use.
+        fold: the fold-batching segment and overlap (frames), or None to generate each utterance whole.
     """
 
-    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu", engine: str = "auto") -> None:
+    def __init__(
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cpu",
+        engine: str = "auto",
+        fold: FoldConfig | tuple[int, int] | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.mel_config = model.mel_config
         self.mel = MelSpectrogram(self.mel_config).to(self.device)
         self.engine = make_engine(engine, self.model, self.device)
+        self.fold = None if fold is None else FoldConfig.parse(fold)
+        self._synthesizer = self.engine if self.fold is None else FoldEngine(self.engine, self.fold)
         self.checkpoint_path: Path | None = None
         self.step: int | None = None
 
@@ -110,8 +121,7 @@ class Vocoder:
         cond = self.model.conditioning(self.model.pad_mel(mel))
         steps = self.model.num_samples(cond)
         noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
-        samples = self.engine.generate(cond, noise, temperature)
-        audio = self.model.decode(samples).float().cpu()
+        audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()
         return audio[0] if single else audio
 
     @torch.inference_mode()
@@ -122,12 +132,19 @@ class Vocoder:
 
 
 def load(
-    path: str | os.PathLike, device: torch.device | str = "cpu", engine: str = "auto", use_ema: bool = True
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    engine: str = "auto",
+    use_ema: bool = True,
+    fold: FoldConfig | tuple[int, int] | None = None,
 ) -> Vocoder:
-    """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra."""
+    """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra.
+
+    fold: (segment, overlap) in mel frames to generate each utterance as a batch of cross-faded segments.
+    """
     checkpoint = read_checkpoint(path)
     model = model_from_checkpoint(checkpoint, use_ema=use_ema)
-    vocoder = Vocoder(model, device=device, engine=engine)
+    vocoder = Vocoder(model, device=device, engine=engine, fold=fold)
     vocoder.checkpoint_path = Path(path)
     vocoder.step = checkpoint.step
     return vocoder

@@ -13,6 +13,7 @@ import torch
 from ..models.base import VocoderModel
 from .base import Engine
 from .cuda import CudaEngine
+from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
 
 log = logging.getLogger(__name__)
@@ -52,4 +53,13 @@ def make_engine(
     return ENGINES[name](model, device, dtype=dtype, **options)
 
 
-__all__ = ["ENGINES", "PREFERENCE", "CudaEngine", "Engine", "ReferenceEngine", "make_engine"]
+__all__ = [
+    "ENGINES",
+    "PREFERENCE",
+    "CudaEngine",
+    "Engine",
+    "FoldConfig",
+    "FoldEngine",
+    "ReferenceEngine",
+    "make_engine",
+]

@@ -43,6 +43,10 @@ class Engine(ABC):
         Returns sample classes [B, F * hop] int64 (decode with `model.decode`).
         """
 
+    def synthesize(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """`generate`, decoded: audio [B, F * hop] float32 in [-1, 1] (what wrappers such as fold batching return)."""
+        return self.model.decode(self.generate(cond, noise, temperature)).float()
+
     @abstractmethod
     def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Logits of every step when the true samples `targets` [B, T] are fed back (teacher forcing).

@@ -1,7 +1,8 @@
-"""The reference engine: a plain PyTorch loop over the model's `step`, one sample at a time.
+"""The reference engine: a plain PyTorch loop over the model's `step`, one step at a time.
 
 This is the oracle every fast engine is tested against, and the speed of the popular public
-implementations (a Python loop of small PyTorch ops per sample).
+implementations (a Python loop of small PyTorch ops per sample). Models that produce several samples
+per step (see `VocoderModel.generation_order`) run through the same loop with a slot axis.
 """
 
 from __future__ import annotations
@@ -20,11 +21,26 @@ class ReferenceEngine(Engine):
         steps = self.check_inputs(model, cond, noise)
         per_sample = model.upsample(cond.to(self.device))  # [B, T, D]
         noise = noise.to(self.device)
-        state = model.initial_state(cond.shape[0], self.device)
         out = torch.empty(cond.shape[0], steps, dtype=torch.long, device=self.device)
+        if model.samples_per_step > 1:
+            return self._generate_slots(per_sample, noise, temperature, out)
+        state = model.initial_state(cond.shape[0], self.device)
         for t in range(steps):
             state, sample, _ = model.step(state, per_sample[:, t], noise[:, t], temperature)
             out[:, t] = sample
+        return out
+
+    def _generate_slots(self, per_sample, noise, temperature, out):
+        """Several samples per step: gather each step's positions, scatter its samples back."""
+        model = self.model
+        batch, steps = out.shape
+        order = model.generation_order(steps).to(self.device)  # [S, P]
+        state = model.start_state(batch, steps, self.device)
+        for positions in order:
+            active = positions >= 0
+            index = positions.clamp(min=0)
+            state, samples, _ = model.step(state, per_sample[:, index], noise[:, index], temperature)
+            out[:, positions[active]] = samples[:, active]
         return out
 
     @torch.inference_mode()
@@ -33,6 +49,8 @@ class ReferenceEngine(Engine):
         per_sample = model.upsample(cond.to(self.device))
         targets = targets.to(self.device)
         batch, steps = targets.shape
+        if model.samples_per_step > 1:
+            return self._forced_slots(per_sample, targets)
         noise = torch.zeros(batch, model.noise_per_step, device=self.device)
         state = model.initial_state(batch, self.device)
         logits = []
@@ -40,3 +58,19 @@ class ReferenceEngine(Engine):
             state, _, step_logits = model.step(state, per_sample[:, t], noise, 1.0, forced=targets[:, t])
             logits.append(step_logits)
         return torch.stack(logits, dim=1)
+
+    def _forced_slots(self, per_sample, targets):
+        model = self.model
+        batch, steps = targets.shape
+        order = model.generation_order(steps).to(self.device)
+        noise = torch.zeros(batch, order.shape[1], model.noise_per_step, device=self.device)
+        state = model.start_state(batch, steps, self.device)
+        logits = None
+        for positions in order:
+            active = positions >= 0
+            index = positions.clamp(min=0)
+            state, _, step_logits = model.step(state, per_sample[:, index], noise, 1.0, forced=targets[:, index])
+            if logits is None:
+                logits = step_logits.new_empty(batch, steps, *step_logits.shape[2:])
+            logits[:, positions[active]] = step_logits[:, active]
+        return logits

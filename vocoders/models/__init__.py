@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .base import VocoderModel
+from .subscale import SubscaleWaveRNN
 from .wavernn import WaveRNN
 
-MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveRNN,)}
+MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveRNN, SubscaleWaveRNN)}
 
 
 def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -> VocoderModel:
@@ -17,4 +18,4 @@ def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -
     return MODELS[name](mel=mel, **kwargs)
 
 
-__all__ = ["MODELS", "VocoderModel", "WaveRNN", "build_model"]
+__all__ = ["MODELS", "SubscaleWaveRNN", "VocoderModel", "WaveRNN", "build_model"]

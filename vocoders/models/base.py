@@ -8,6 +8,14 @@ Conditioning: `conditioning(mel)` returns frame-rate features [B, frames + 2 * u
 `upsample(cond)` turns them into per-sample features [B, frames * hop, D]. Engines receive the
 frame-rate form; the reference engine upsamples it once, fast engines may exploit that the
 upsampler is linear and shared across channels (project at frame rate, interpolate per sample).
+
+Generation order: by default one sample per step, in time order. A model that produces several
+samples per step (Subscale WaveRNN: one per sub-tensor) sets `samples_per_step` = P > 1 and
+overrides `generation_order`, which lists the sample positions each step produces ([steps, P],
+-1 for an idle slot), and `start_state`, which may size its state by the utterance length. Its
+`step` then takes and returns one slot axis more (cond_t [B, P, D], noise_t [B, P, n], forced
+[B, P]; samples [B, P], logits [B, P, ...]). Noise stays indexed by sample position, so every
+engine that follows the order draws the same samples. Models with P = 1 keep the plain shapes.
 """
 
 from __future__ import annotations
@@ -117,6 +125,20 @@ class VocoderModel(nn.Module, ABC):
     def initial_state(self, batch: int, device: torch.device | str) -> State:
         """Recurrent state and previous sample before the first step."""
 
+    # ---- generation order (models with several samples per step override these) -------------------
+    samples_per_step: int = 1
+
+    def generation_order(self, num_samples: int) -> torch.Tensor:
+        """Sample positions produced by each step: [steps, samples_per_step] int64, -1 for an idle slot.
+
+        Every position in [0, num_samples) appears exactly once. Default: one per step, in time order.
+        """
+        return torch.arange(num_samples, dtype=torch.long).unsqueeze(1)
+
+    def start_state(self, batch: int, num_samples: int, device: torch.device | str) -> State:
+        """State before the first step of generating `num_samples` samples; default `initial_state`."""
+        return self.initial_state(batch, device)
+
     @abstractmethod
     def step(
         self,
@@ -131,4 +153,5 @@ class VocoderModel(nn.Module, ABC):
         cond_t: [B, D] this sample's conditioning; noise_t: [B, noise_per_step] uniform in [0, 1);
         forced: [B] int64 classes to feed back instead of sampling (teacher forcing).
         Returns (new state, sample classes [B] int64, logits [B, ...] as in `forward_logits`).
+        With samples_per_step P > 1 every tensor has a slot axis after the batch (see the module doc).
         """

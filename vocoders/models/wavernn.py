@@ -166,6 +166,14 @@ class WaveRNN(VocoderModel):
             raise ValueError(
                 f"mel gives {cond.shape[1]} samples of conditioning but the targets have {targets.shape[1]}"
             )
+        return self.teacher_forced_core(cond, targets)
+
+    def teacher_forced_core(self, cond: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrent core over whole sequences, fed the true samples (also used by Subscale WaveRNN).
+
+        cond: per-sample conditioning [B, T, D]; targets: [B, T] int64, each row one sequence that
+        starts after a silent sample. Returns (coarse logits [B, T, Kc], fine logits [B, T, Kf]).
+        """
         coarse, fine = self.split(targets)
         previous = F.pad(targets[:, :-1], (1, 0), value=self.silence)
         c_prev, f_prev = self.split(previous)
