@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Subscale WaveRNN (B = 8 and B = 16) against plain WaveRNN on cs-male-22k, after the same number of
+# training steps: validation cross-entropy (coarse + fine, nats per sample) on the same fixed segments.
+# One common small size for a CPU budget of at most 40 minutes per run:
+#   core    H = 256, O hidden 128, conditioning 64 channels x 2 blocks (the same in all three)
+#   subscale F = 64, 16 context channels per sub-tensor, dilations 1..64
+#   data    segments of 16 frames (4096 samples: 256 positions per sub-tensor at B = 16), batch 8
+#   optim   Adam 1e-3, gradient clip 4
+# The plain run goes first under a wall-clock limit; the subscale runs then train to the last step it
+# validated (each under the same limit).
+# Usage: recipes/cs-male-22k/subscale_vs_plain.sh plain|sub8|sub16 [OUT_DIR] [MAX_STEPS] [SECONDS]
+# (each phase is one run: take the heavy lock per phase on a shared machine).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+PHASE=${1:?usage: $0 plain|sub8|sub16 [OUT_DIR] [MAX_STEPS] [SECONDS]}
+OUT=${2:-runs/subscale_vs_plain}
+STEPS=${3:-20000}
+LIMIT=${4:-2400}
+DATA=${DATA:-../shared/data/cs-male-22k/metadata.csv}
+COMMON=(
+  data.path="$DATA" device=cpu trainer.threads=2 trainer.progress=false
+  model.hidden_size=256 model.out_hidden=128 model.cond_channels=64 model.cond_blocks=2
+  data.batch_size=8 data.segment_frames=16 data.valid_segments=32 optim.lr=1e-3 trainer.grad_clip=4
+  trainer.val_every=250 trainer.checkpoint_every=250 trainer.log_every=50 trainer.val_audio_seconds=1
+  trainer.keep_checkpoints=2
+)
+if [ "$PHASE" = plain ]; then
+  timeout "$LIMIT" "$PY" -m vocoders.train recipe=wavernn name=compare_plain run_dir="$OUT/plain" \
+    trainer.max_steps="$STEPS" "${COMMON[@]}" || echo "plain run stopped by the time limit"
+  exit 0
+fi
+REACHED=$("$PY" - "$OUT/plain/metrics.jsonl" <<'PY'
+import json, sys
+print(max(json.loads(line)["step"] for line in open(sys.argv[1]) if '"valid"' in line))
+PY
+)
+B=${PHASE#sub}
+echo "plain run validated up to step $REACHED; subscale B=$B to the same step"
+timeout "$LIMIT" "$PY" -m vocoders.train recipe=subscale_wavernn name="compare_sub$B" run_dir="$OUT/sub$B" \
+  model.subscale="$B" model.horizon=64 model.context_channels=16 trainer.max_steps="$REACHED" "${COMMON[@]}"
