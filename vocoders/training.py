@@ -44,6 +44,7 @@ from .engines import make_engine
 from .features import MelConfig
 from .models.base import VocoderModel
 from .sampling import draw_noise
+from .tracking import make_sink
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Trainer:
         precision = cfg.trainer.get("precision", "auto")
         self.autocast_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
         self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.sink = make_sink(cfg.trainer.get("tensorboard", "auto"), self.run_dir)  # TensorBoard when installed
 
     # ---- set-up ------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -288,6 +290,7 @@ class Trainer:
             if self.step % int(t.checkpoint_every) == 0 or self.step == max_steps:
                 self.save()
         bar.close()
+        self.sink.close()
         checkpoint = self.checkpoint_paths(self.step)[0] if self.step in self.saved_steps() else None
         if checkpoint is None and self.step > 0:
             checkpoint = self.save()
@@ -300,6 +303,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        self.sink.scalars(kind, self.step, values)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -352,6 +356,7 @@ class Trainer:
             self.run_dir / "samples" / f"step-{self.step:08d}_{name}.wav", audio, self.mel_config.sample_rate
         )
         log.info("validation audio %s (%d samples in %.1f s, engine %s)", path, audio.numel(), elapsed, engine.name)
+        self.sink.validation_audio(self.step, name, audio, feats.mel[:, :frames], self.mel_config)
         return path
 
 
