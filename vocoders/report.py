@@ -24,8 +24,8 @@ SYSTEM_TITLES = {"vocoder": "vocoder", "griffin_lim": "Griffin-Lim", "ground_tru
 # metric -> (table label, unit, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "log_mel_distance_db": ("log-mel distance", "dB", False),
-    "mcd_db": ("MCD (order 24, c0 excluded)", "dB", False),
-    "f0_rmse_cents": ("F0 RMSE (voiced in both)", "cents", False),
+    "mcd_db": ("MCD, order 24, c0 excluded", "dB", False),
+    "f0_rmse_cents": ("F0 RMSE, frames voiced in both", "cents", False),
     "vuv_error": ("V/UV error", "%", False),
     "pesq_wb": ("PESQ wide-band", "MOS", True),
     "stoi": ("STOI", "", True),
