@@ -127,3 +127,18 @@ def test_a_manifest_split_is_evaluated(tmp_path, tiny_checkpoint, corpus):
     report = json.loads((out / "report.json").read_text())
     assert [row["id"] for row in report["per_utterance"]] == ["speech"]
     assert np.isfinite(report["summary"]["griffin_lim"]["mcd_db"]["mean"])
+
+
+def test_batched_vocoding_keeps_each_utterance_as_if_alone(tiny_checkpoint):
+    import torch
+
+    import vocoders
+    from vocoders.features import MelSpectrogram
+
+    voc = vocoders.load(tiny_checkpoint)
+    long = MelSpectrogram()(torch.from_numpy(tone(5 * 256 / 22050, freq=300.0))).numpy()[:, :5]
+    short = MelSpectrogram()(torch.from_numpy(tone(3 * 256 / 22050 + 0.01))).numpy()[:, :3]
+    out = dict(evaluate.vocode_batches(voc, [long, short], batch_size=2, seed=4))
+    assert out[0].shape == (5 * 256,) and out[1].shape == (3 * 256,)
+    # The shortest mel is row 0 of the batch, so it draws the same noise as alone: identical samples.
+    np.testing.assert_array_equal(out[1], voc(short, seed=4).numpy())
