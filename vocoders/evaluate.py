@@ -165,7 +165,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         notes.append("skipped utterances: " + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
 
     out = args.output
-    mels = [np.asarray(f.mel, dtype=np.float32) for f in features]
+    mels = [np.array(f.mel, dtype=np.float32) for f in features]  # a writable copy of the cached memmap
     for feats, mel in zip(features, mels, strict=True):  # refuse a bad GTA mel before the long loop
         check_mel(mel, config, str(feats.utterance.mel_path or feats.utterance.audio_path))
     rows_by_index: dict[int, dict[str, Any]] = {}
