@@ -7,6 +7,15 @@ Run directory layout (`cfg.run_dir`):
     samples/step-00001000_<utt>.wav         validation audio
     metrics.jsonl                           one JSON object per logged step and validation
 
+Distributed (torchrun or SLURM, see distributed.py): every rank trains a replica under
+DistributedDataParallel on its own shard of the data; only rank 0 writes anything into the run
+directory. Ranks resume from the checkpoint rank 0 picks, and their weights are compared (sha256)
+at every checkpoint. `data.batch_size` is per rank: the global batch is batch_size * world size.
+
+Weights: with `trainer.ema_decay` set (the default) the trainer keeps an exponential moving
+average of the weights (ema.py); checkpoints carry it as the "ema." group, validation and the
+validation audio use it, and so do `vocoders.load` and the CLIs unless told otherwise.
+
 Resuming: with `trainer.resume=auto` (default) a run directory that already holds checkpoints
 continues from the newest complete pair (weights + state); each file is written atomically and
 the state before the weights, so a `kill -9` at any moment leaves a loadable pair behind.
@@ -30,6 +39,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import distributed
 from .audio import write_wav
 from .checkpoint import load_training_state, read_checkpoint, save_checkpoint, save_training_state
 from .data import (
@@ -40,6 +50,8 @@ from .data import (
     mel_window,
     summary_line,
 )
+from .distributed import DistEnv
+from .ema import WeightAverage
 from .engines import make_engine
 from .features import MelConfig
 from .models.base import VocoderModel
@@ -58,6 +70,8 @@ class TrainResult:
     checkpoint: Path | None
     validation_audio: Path | None
     metrics: dict[str, float]
+    resumed_from: int | None = None
+    weights_sha256: str | None = None  # this rank's final weights (+ EMA); set in distributed runs
 
 
 def embedded_sample() -> Path:
@@ -65,10 +79,14 @@ def embedded_sample() -> Path:
     return Path(str(resources.files("vocoders.assets") / "cs-male-22k-sample" / "metadata.csv"))
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, dist_env: DistEnv | None = None) -> torch.device:
+    """`auto` = CUDA when available, else CPU; in a distributed run each rank takes cuda:LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and dist_env is not None and dist_env.enabled:
+        device = torch.device("cuda", dist_env.local_rank)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -86,31 +104,48 @@ def build_model(cfg: DictConfig, mel_config: MelConfig) -> VocoderModel:
 class Trainer:
     """One training run. Hooks for later features are the small methods called from `fit`."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, dist_env: DistEnv | None = None) -> None:
         self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
+        self.dist = dist_env or DistEnv()
+        self.device = resolve_device(cfg.device, self.dist)
+        if self.dist.enabled and not torch.distributed.is_initialized():
+            distributed.init_process_group(self.dist, self.device, float(cfg.trainer.get("dist_timeout_minutes", 60)))
+        # Ranks may have resolved ${now:...} a second apart: rank 0's run directory is the run directory.
+        self.run_dir = Path(distributed.broadcast_object(str(cfg.run_dir)))
         self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.device = resolve_device(cfg.device)
         if cfg.trainer.get("threads"):
             torch.set_num_threads(int(cfg.trainer.threads))
         seed_everything(int(cfg.seed))
         self.mel_config = MelConfig.from_dict(OmegaConf.to_container(cfg.audio, resolve=True))
         self.model = build_model(cfg, self.mel_config).to(self.device)
+        if self.dist.enabled:  # same initial weights everywhere, different random segment offsets per rank
+            torch.manual_seed(int(cfg.seed) + 1_000_003 * self.dist.rank)
         self.step = 0
+        self.resumed_from: int | None = None
         self._build_data()
         self._build_optimizer()
-        precision = cfg.trainer.get("precision", "auto")
-        self.autocast_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
+        decay = cfg.trainer.get("ema_decay")
+        self.ema = WeightAverage(self.model, float(decay), bool(cfg.trainer.get("ema_warmup", True))) if decay else None
+        self.autocast_dtype = _autocast_dtype(str(cfg.trainer.get("precision", "auto")), self.device)
+        self.loss_fn = self.model.loss  # replaced by the DistributedDataParallel wrapper in `fit`
         self.metrics_file = self.run_dir / "metrics.jsonl"
-        self.sink = make_sink(cfg.trainer.get("tensorboard", "auto"), self.run_dir)  # TensorBoard when installed
+        # TensorBoard when installed; rank 0 only, like every other file in the run directory.
+        self.sink = make_sink(cfg.trainer.get("tensorboard", "auto") if self.dist.is_main else False, self.run_dir)
 
     # ---- set-up ------------------------------------------------------------------------------
     def _build_data(self) -> None:
+        if not self.dist.is_main:  # rank 0 fills the feature cache first; the others then read it
+            distributed.barrier()
+        self._read_data()
+        if self.dist.is_main:
+            distributed.barrier()
+
+    def _read_data(self) -> None:
         d = self.cfg.data
         source = Path(d.path).expanduser() if d.get("path") else embedded_sample()
         utterances = find_utterances(source, d.get("kind", "auto"), int(d.get("valid_size", 10)))
         cache = FeatureCache(d.get("cache_dir"), self.mel_config, bool(d.get("allow_resample", True)))
-        progress = bool(self.cfg.trainer.get("progress", True))
+        progress = bool(self.cfg.trainer.get("progress", True)) and self.dist.is_main
         train_utts = [u for u in utterances if u.split == "train"]
         valid_utts = [u for u in utterances if u.split in ("valid", "validation", "dev")]
         train, skipped = load_features(train_utts, cache, int(d.segment_frames), progress)
@@ -123,10 +158,19 @@ class Trainer:
         self.valid_features = valid or train[:1]
         if not valid:
             log.warning("no validation utterances; validating on a training utterance")
+        self.sampler = None
+        if self.dist.enabled:  # each rank draws its own shard; the shuffle follows (seed, epoch)
+            if len(self.train_set) < self.dist.world_size:
+                raise ValueError(f"{source}: {len(self.train_set)} training utterances, {self.dist.world_size} ranks")
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.train_set, self.dist.world_size, self.dist.rank, seed=int(self.cfg.seed), drop_last=True
+            )
+        per_rank = len(self.train_set) // self.dist.world_size
         self.loader = torch.utils.data.DataLoader(
             self.train_set,
-            batch_size=min(int(d.batch_size), len(self.train_set)),
-            shuffle=True,
+            batch_size=min(int(d.batch_size), per_rank),
+            shuffle=self.sampler is None,
+            sampler=self.sampler,
             drop_last=True,
             num_workers=int(d.get("num_workers", 0)),
             persistent_workers=int(d.get("num_workers", 0)) > 0,
@@ -148,7 +192,10 @@ class Trainer:
     def save(self) -> Path:
         weights, state = self.checkpoint_paths(self.step)
         save_training_state(state, self.training_state())
-        save_checkpoint(weights, self.model, self.step, extras=self.checkpoint_extras(), **self.checkpoint_meta())
+        extras = self.checkpoint_extras()
+        if self.ema is not None:
+            extras = {**extras, "ema": self.ema.state_dict()}
+        save_checkpoint(weights, self.model, self.step, extras=extras, **self.checkpoint_meta())
         last = self.checkpoint_dir / "last.safetensors"
         tmp = self.checkpoint_dir / f".last.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
@@ -205,23 +252,38 @@ class Trainer:
             state = weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
             self.load(weights, state)
             return
-        for step in sorted(self.saved_steps(), reverse=True):
-            weights, state = self.checkpoint_paths(step)
-            try:
-                self.load(weights, state)
-                return
-            except Exception as exc:  # a damaged pair: fall back to the previous one
-                log.warning("cannot resume from %s (%s); trying an older checkpoint", weights, exc)
+        chosen = None
+        if self.dist.is_main:
+            for step in sorted(self.saved_steps(), reverse=True):
+                weights, state = self.checkpoint_paths(step)
+                try:
+                    self.load(weights, state)
+                    chosen = step
+                    break
+                except Exception as exc:  # a damaged pair: fall back to the previous one
+                    log.warning("cannot resume from %s (%s); trying an older checkpoint", weights, exc)
+        chosen = distributed.broadcast_object(chosen)  # every rank continues from rank 0's choice
+        if chosen is not None and not self.dist.is_main:
+            self.load(*self.checkpoint_paths(chosen))
 
     def load(self, weights: Path, state_path: Path) -> None:
         checkpoint = read_checkpoint(weights)
         self.model.load_state_dict(checkpoint.tensors)
         self.load_extras(checkpoint)
+        if self.ema is not None:
+            if "ema" in checkpoint.extras:
+                self.ema.load_state_dict(checkpoint.extras["ema"])
+            else:
+                log.warning("%s has no EMA weights; the average restarts from the loaded weights", weights)
+                self.ema.reset(self.model)
         state = load_training_state(state_path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.resumed_from = self.step
+        if self.dist.enabled:  # rank 0's saved RNG state, offset so ranks keep drawing different segments
+            torch.manual_seed(int(self.cfg.seed) + 1_000_003 * self.dist.rank + self.step)
         log.info("resumed from %s at step %d", weights, self.step)
 
     def load_extras(self, checkpoint) -> None:
@@ -231,8 +293,8 @@ class Trainer:
     def training_step(self, mel: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
         self.model.train()
         mel, audio = mel.to(self.device, non_blocking=True), audio.to(self.device, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            loss, parts = self.model.loss(mel, audio)
+        with torch.autocast(self.device.type, self.autocast_dtype or torch.bfloat16, self.autocast_dtype is not None):
+            loss, parts = self.loss_fn(mel, audio)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = float(self.cfg.trainer.get("grad_clip", 0) or 0)
@@ -240,26 +302,75 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.after_optimizer_step()
+        self.update_ema()
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **parts}
 
     def after_optimizer_step(self) -> None:
         """Hook: runs after every optimizer step (pruning masks, weight averages)."""
 
+    def update_ema(self) -> None:
+        """Move the weight average toward the weights just stepped (after `after_optimizer_step`)."""
+        if self.ema is not None:
+            self.ema.update(self.model, self.step + 1)
+
+    @property
+    def inference_model(self) -> VocoderModel:
+        """The weights a checkpoint's user gets: the EMA copy when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
     def batches(self):
+        epoch = self.step // max(1, len(self.loader))
         while True:
+            if self.sampler is not None:
+                self.sampler.set_epoch(epoch)
             yield from self.loader
+            epoch += 1
+
+    def _wrap_for_training(self) -> None:
+        """DistributedDataParallel around the loss, so gradients are averaged over ranks in backward."""
+        if not self.dist.enabled:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.loss_fn = DistributedDataParallel(_LossOf(self.model), device_ids=ids)
+
+    def check_ranks_agree(self) -> str:
+        """sha256 of this rank's weights (+ EMA); raises on every rank if any two ranks differ."""
+        tensors = dict(self.model.state_dict())
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        mine = distributed.weights_fingerprint(tensors)
+        everyone = distributed.gather_objects(mine)
+        if len(set(everyone)) > 1:
+            raise RuntimeError(f"ranks diverged at step {self.step}: weight fingerprints {everyone}")
+        return mine
 
     def fit(self) -> TrainResult:
         from tqdm import tqdm
 
         t = self.cfg.trainer
         max_steps = int(t.max_steps)
+        main = self.dist.is_main
         self.maybe_resume()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.step == 0:
-            OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        self._wrap_for_training()
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.step == 0:
+                OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+            if self.dist.enabled:
+                log.info(
+                    "%d ranks, batch %d per rank (%d in all)",
+                    self.dist.world_size,
+                    self.loader.batch_size,
+                    self.loader.batch_size * self.dist.world_size,
+                )
         bar = tqdm(
-            total=max_steps, initial=self.step, disable=not t.get("progress", True), unit="step", dynamic_ncols=True
+            total=max_steps,
+            initial=self.step,
+            disable=not (t.get("progress", True) and main),
+            unit="step",
+            dynamic_ncols=True,
         )
         last_val: dict[str, float] = {}
         audio_path = None
@@ -274,27 +385,35 @@ class Trainer:
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
             bar.update(1)
-            if not math.isfinite(parts["loss"]):
-                raise FloatingPointError(f"loss became {parts['loss']} at step {self.step}")
+            # The gradient norm is computed after the all-reduce, so every rank stops at the same step.
+            if not (math.isfinite(parts["loss"]) and math.isfinite(parts["grad_norm"])):
+                raise FloatingPointError(f"loss {parts['loss']}, grad norm {parts['grad_norm']} at step {self.step}")
             if self.step % int(t.log_every) == 0 or self.step == max_steps:
                 n = running.pop("_n")
-                averaged = {k: v / n for k, v in running.items()}
+                averaged = distributed.mean_over_ranks({k: v / n for k, v in running.items()}, self.device)
                 rate = (self.step - started_step) / max(time.perf_counter() - started, 1e-9)
                 averaged.update(steps_per_second=rate, lr=self.scheduler.get_last_lr()[0])
-                self.write_metrics("train", averaged)
+                if main:
+                    self.write_metrics("train", averaged)
                 bar.set_postfix(loss=f"{averaged['loss']:.3f}", steps_s=f"{rate:.2f}")
                 running = {}
-            if self.step % int(t.val_every) == 0 or self.step == max_steps:
+            if main and (self.step % int(t.val_every) == 0 or self.step == max_steps):
                 last_val = self.validate()
                 audio_path = self.validation_audio()
             if self.step % int(t.checkpoint_every) == 0 or self.step == max_steps:
-                self.save()
+                if self.dist.enabled:
+                    self.check_ranks_agree()
+                if main:
+                    self.save()
         bar.close()
         self.sink.close()
-        checkpoint = self.checkpoint_paths(self.step)[0] if self.step in self.saved_steps() else None
-        if checkpoint is None and self.step > 0:
-            checkpoint = self.save()
-        return TrainResult(self.run_dir, self.step, checkpoint, audio_path, last_val)
+        checkpoint = None
+        if main:
+            checkpoint = self.checkpoint_paths(self.step)[0] if self.step in self.saved_steps() else None
+            if checkpoint is None and self.step > 0:
+                checkpoint = self.save()
+        fingerprint = self.check_ranks_agree() if self.dist.enabled else None
+        return TrainResult(self.run_dir, self.step, checkpoint, audio_path, last_val, self.resumed_from, fingerprint)
 
     # ---- validation ------------------------------------------------------------------------------
     def write_metrics(self, kind: str, values: dict[str, float]) -> None:
@@ -307,8 +426,19 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Teacher-forced loss on fixed segments of the validation utterances."""
-        self.model.eval()
+        """Teacher-forced loss on fixed segments of the validation utterances.
+
+        `loss` and its parts are those of the inference weights (the EMA when on); `raw_loss` is
+        the live weights' loss when they differ.
+        """
+        totals = self.validation_loss(self.inference_model)
+        if self.ema is not None:
+            totals["raw_loss"] = self.validation_loss(self.model)["loss"]
+        self.write_metrics("valid", totals)
+        return totals
+
+    def validation_loss(self, model: VocoderModel) -> dict[str, float]:
+        model.eval()
         d = self.cfg.data
         count = int(d.get("valid_segments", 32))
         seg = self.train_set.segment_frames
@@ -325,31 +455,30 @@ class Trainer:
         for i in range(0, count, batch):
             mel = torch.stack(mels[i : i + batch]).to(self.device)
             audio = torch.stack(audios[i : i + batch]).to(self.device)
-            loss, parts = self.model.loss(mel, audio)
+            loss, parts = model.loss(mel, audio)
             weight = mel.shape[0] / count
             totals["loss"] = totals.get("loss", 0.0) + float(loss) * weight
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v * weight
-        self.write_metrics("valid", totals)
         return totals
 
     @torch.no_grad()
     def validation_audio(self) -> Path | None:
         """Vocode the first validation utterance (or its first seconds) to a WAV in the run dir."""
         t = self.cfg.trainer
-        self.model.eval()
+        model = self.inference_model.eval()
         feats = self.valid_features[0]
         seconds = t.get("val_audio_seconds")
         frames = feats.frames
         if seconds:
-            frames = min(frames, max(1, int(float(seconds) * self.mel_config.sample_rate / self.model.hop_length)))
-        ctx = self.model.mel_context
+            frames = min(frames, max(1, int(float(seconds) * self.mel_config.sample_rate / model.hop_length)))
+        ctx = model.mel_context
         mel = torch.from_numpy(mel_window(feats.mel, -ctx, frames + ctx)).unsqueeze(0).to(self.device)
-        engine = make_engine(str(t.get("val_engine", "auto")), self.model, self.device)
-        cond = self.model.conditioning(mel)
-        noise = draw_noise(1, self.model.num_samples(cond), self.model.noise_per_step, seed=int(self.cfg.seed))
+        engine = make_engine(str(t.get("val_engine", "auto")), model, self.device)
+        cond = model.conditioning(mel)
+        noise = draw_noise(1, model.num_samples(cond), model.noise_per_step, seed=int(self.cfg.seed))
         started = time.perf_counter()
-        audio = self.model.decode(engine.generate(cond, noise, float(t.get("val_temperature", 1.0))))[0]
+        audio = model.decode(engine.generate(cond, noise, float(t.get("val_temperature", 1.0))))[0]
         elapsed = time.perf_counter() - started
         name = re.sub(r"[^\w.-]+", "_", feats.utterance.id)
         path = write_wav(
@@ -358,6 +487,30 @@ class Trainer:
         log.info("validation audio %s (%d samples in %.1f s, engine %s)", path, audio.numel(), elapsed, engine.name)
         self.sink.validation_audio(self.step, name, audio, feats.mel[:, :frames], self.mel_config)
         return path
+
+
+class _LossOf(torch.nn.Module):
+    """`model.loss` as a module's forward, the call DistributedDataParallel wraps."""
+
+    def __init__(self, model: VocoderModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.loss(mel, audio)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """`auto`: bf16 autocast on CUDA, none elsewhere; `bf16`: autocast on any device; `fp32`: none.
+
+    Losses stay in float32 (the models take the cross-entropy of float32 logits) and bf16 needs no
+    loss scaling, so there is no fp16 mode.
+    """
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"trainer.precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 def _lr_lambda(schedule: dict[str, Any]):
@@ -383,5 +536,13 @@ def _lr_lambda(schedule: dict[str, Any]):
 
 
 def train(cfg: DictConfig) -> TrainResult:
-    """Train from a composed config; returns where things were written."""
-    return Trainer(cfg).fit()
+    """Train from a composed config; returns where things were written.
+
+    Under torchrun (or a multi-task submitit SLURM job) this process is one rank of a data-parallel run.
+    """
+    dist_env = distributed.detect()
+    try:
+        return Trainer(cfg, dist_env).fit()
+    finally:
+        if dist_env.enabled:
+            distributed.destroy_process_group()

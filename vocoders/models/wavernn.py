@@ -186,9 +186,13 @@ class WaveRNN(VocoderModel):
             ],
             dim=-1,
         )
-        h0 = x.new_zeros(1, x.shape[0], self.hidden_size)
+        h0 = x.new_zeros(1, x.shape[0], self.hidden_size, dtype=torch.float32)
         weights = [self.masked_weight_ih(), self.gru_weight_hh, self.gru_bias_ih, self.gru_bias_hh]
-        hidden, _ = torch._VF.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)
+        # The recurrence runs in float32 even under autocast: CUDA autocast would hand cuDNN's GRU
+        # float16 whatever dtype was asked for, and rounding compounds over ~1000 recurrent steps.
+        # The conditioning network and the output layers around it still run in the autocast dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            hidden, _ = torch._VF.gru(x.float(), h0, weights, True, 1, 0.0, self.training, False, True)
         coarse_logits = self.O2(torch.relu(self.O1(hidden[..., : self.half])))
         fine_logits = self.O4(torch.relu(self.O3(hidden[..., self.half :])))
         return coarse_logits, fine_logits
