@@ -35,8 +35,9 @@ def test_submitit_rendezvous_exports_torchrun_variables(monkeypatch):
     pytest.importorskip("submitit", reason="the SLURM launcher extra (hydra-submitit-launcher) is not installed")
     from vocoders.distributed import export_submitit_rendezvous
 
-    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(key, raising=False)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.setenv(key, "")  # recorded, so that what the export sets is removed after the test
+        monkeypatch.delenv(key)
     slurm = {
         "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",
         "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",

@@ -72,6 +72,13 @@ def init_process_group(env: DistEnv, device: torch.device, timeout_minutes: floa
     if "MASTER_ADDR" not in os.environ:
         export_submitit_rendezvous()
     backend = "nccl" if device.type == "cuda" else "gloo"
+    log.info(
+        "rank %d of %d: meeting the others at %s:%s",
+        env.rank,
+        env.world_size,
+        os.environ.get("MASTER_ADDR"),
+        os.environ.get("MASTER_PORT"),
+    )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(
