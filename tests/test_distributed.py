@@ -111,7 +111,7 @@ def torchrun(tmp_path, *overrides, timeout=300):
     command += [f"data.cache_dir={tmp_path / 'cache'}", "trainer.checkpoint_every=100", *overrides]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    reports = dict(re.findall(r"rank (\d): trained to step \d+.*weights sha256 ([0-9a-f]{64})", result.stdout))
+    reports = dict(re.findall(r"rank (\d): trained to step \d+[^;]*; weights sha256 ([0-9a-f]{64})", result.stdout))
     return result, reports
 
 

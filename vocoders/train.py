@@ -44,7 +44,9 @@ def run(cfg: DictConfig) -> None:
     result = train(cfg)
     if rank > 0 or result.weights_sha256:
         resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
-        print(f"rank {rank}: trained to step {result.step}{resumed}; weights sha256 {result.weights_sha256}")
+        line = f"rank {rank}: trained to step {result.step}{resumed}; weights sha256 {result.weights_sha256}\n"
+        sys.stdout.write(line)  # one write, so the ranks' lines do not interleave
+        sys.stdout.flush()
     if rank > 0:
         return
     print(f"trained {result.step} steps; run directory: {result.run_dir}")
