@@ -53,3 +53,16 @@ def test_without_warmup_the_decay_is_constant_and_reset_copies():
 def test_bad_decay_is_refused(decay):
     with pytest.raises(ValueError, match="EMA decay"):
         WeightAverage(nn.Linear(1, 1), decay)
+
+
+def test_masks_keep_pruned_weights_exactly_zero_in_the_average():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 4)
+    ema = WeightAverage(model, decay=0.9)
+    mask = (torch.rand(4, 4) > 0.5).float()
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(4, 4)).mul_(mask)
+        ema.update(model, step, {"weight": mask})
+    assert torch.all(ema.model.weight[mask == 0] == 0) and torch.all(ema.model.weight[mask == 1] != 0)
+    assert torch.all(ema.model.bias != 0)

@@ -136,3 +136,19 @@ def test_schedule_from_config_drives_the_optimizer(tmp_path):
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["kind"] == "train"]
     assert lrs == pytest.approx([0.005, 0.0075, 0.01, 0.01])  # the rate for the next step, after each step
+
+
+def test_ema_masks_hook_reaches_the_average(tmp_path):
+    class Pruning(Trainer):
+        def ema_masks(self):
+            mask = torch.ones_like(self.model.gru_weight_hh)
+            mask[:, ::2] = 0
+            return {"gru_weight_hh": mask}
+
+    trainer = Pruning(tiny_cfg(tmp_path))
+    batches = trainer.batches()
+    for _ in range(2):
+        trainer.training_step(*next(batches))
+        trainer.step += 1
+    averaged = trainer.ema.model.gru_weight_hh
+    assert torch.all(averaged[:, ::2] == 0) and torch.all(averaged[:, 1::2] != 0)

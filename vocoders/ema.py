@@ -12,6 +12,7 @@ Checkpoints store the averaged weights as the "ema." tensor group; `vocoders.loa
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -39,13 +40,21 @@ class WeightAverage:
         return self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """Move the average toward `model` (same architecture) after optimizer step `step`."""
+    def update(self, model: nn.Module, step: int, masks: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Move the average toward `model` (same architecture) after optimizer step `step`.
+
+        masks: parameter name -> 0/1 tensor of its shape, multiplied into the average afterwards, so
+        that weights pruned in the model are exactly zero in the average too.
+        """
         averaged = list(self.model.parameters())
         live = [p.detach() for p in model.parameters()]
         if len(averaged) != len(live):
             raise ValueError("EMA copy and model have different parameters")
         torch._foreach_lerp_(averaged, live, 1.0 - self.decay_at(step))
+        if masks:
+            params = dict(self.model.named_parameters())
+            for name, mask in masks.items():
+                params[name].mul_(mask.to(params[name]))
         for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
 

@@ -311,7 +311,11 @@ class Trainer:
     def update_ema(self) -> None:
         """Move the weight average toward the weights just stepped (after `after_optimizer_step`)."""
         if self.ema is not None:
-            self.ema.update(self.model, self.step + 1)
+            self.ema.update(self.model, self.step + 1, self.ema_masks())
+
+    def ema_masks(self) -> dict[str, torch.Tensor]:
+        """Hook: parameter name -> 0/1 mask multiplied into the average after each update (pruning)."""
+        return {}
 
     @property
     def inference_model(self) -> VocoderModel:
