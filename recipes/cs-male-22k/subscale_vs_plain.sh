@@ -3,8 +3,9 @@
 # training steps: validation cross-entropy (coarse + fine, nats per sample) on the same fixed segments.
 # One common small size for a CPU budget of at most 40 minutes per run:
 #   core    H = 256, O hidden 128, conditioning 64 channels x 2 blocks (the same in all three)
-#   subscale F = 64, 16 context channels per sub-tensor, dilations 1..64
-#   data    segments of 16 frames (4096 samples: 256 positions per sub-tensor at B = 16), batch 8
+#   subscale F = 32, 16 context channels per sub-tensor, dilations 1..32
+#   data    segments of 8 frames (2048 samples: 128 positions per sub-tensor at B = 16), batch 8
+# (plain WaveRNN's sequential GRU over the segment is what limits the steps a CPU budget allows)
 #   optim   Adam 1e-3, gradient clip 4
 # The plain run goes first under a wall-clock limit; the subscale runs then train to the last step it
 # validated (each under the same limit).
@@ -21,7 +22,7 @@ DATA=${DATA:-../shared/data/cs-male-22k/metadata.csv}
 COMMON=(
   data.path="$DATA" device=cpu trainer.threads=2 trainer.progress=false
   model.hidden_size=256 model.out_hidden=128 model.cond_channels=64 model.cond_blocks=2
-  data.batch_size=8 data.segment_frames=16 data.valid_segments=32 optim.lr=1e-3 trainer.grad_clip=4
+  data.batch_size=8 data.segment_frames=8 data.valid_segments=32 optim.lr=1e-3 trainer.grad_clip=4
   trainer.val_every=250 trainer.checkpoint_every=250 trainer.log_every=50 trainer.val_audio_seconds=1
   trainer.keep_checkpoints=2
 )
@@ -38,4 +39,4 @@ PY
 B=${PHASE#sub}
 echo "plain run validated up to step $REACHED; subscale B=$B to the same step"
 timeout "$LIMIT" "$PY" -m vocoders.train recipe=subscale_wavernn name="compare_sub$B" run_dir="$OUT/sub$B" \
-  model.subscale="$B" model.horizon=64 model.context_channels=16 trainer.max_steps="$REACHED" "${COMMON[@]}"
+  model.subscale="$B" model.horizon=32 model.context_channels=16 trainer.max_steps="$REACHED" "${COMMON[@]}"
