@@ -21,6 +21,7 @@ engine that follows the order draws the same samples. Models with P = 1 keep the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -29,6 +30,40 @@ from torch import nn
 from ..features import MelConfig
 
 State = Any
+
+# Bytes per stored weight value for each weight dtype an engine may offer.
+WEIGHT_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """The unavoidable work of one autoregressive step of one stream, for the benchmark's floor.
+
+    matrices: weight matrices read once per step, name -> (rows, cols). A batch of streams on one
+        thread shares one read; int8 storage adds one float32 scale per row.
+    other_flops: floating-point operations per stream per step beyond 2 * rows * cols per matrix
+        (gate nonlinearities, interpolation, conditioning work amortised per step).
+    samples_per_step: samples one step yields per stream (Subscale WaveRNN: B).
+    notes: what was counted and what was left out, for the benchmark's JSON.
+    """
+
+    matrices: dict[str, tuple[int, int]]
+    other_flops: float = 0.0
+    samples_per_step: int = 1
+    notes: str = ""
+
+    def weight_bytes(self, dtype: str = "float32") -> int:
+        """Bytes of weights read per step when stored as `dtype` (float32, bfloat16, float16, int8)."""
+        if dtype not in WEIGHT_DTYPE_BYTES:
+            raise ValueError(f"unknown weight dtype {dtype!r}; known: {', '.join(WEIGHT_DTYPE_BYTES)}")
+        size = WEIGHT_DTYPE_BYTES[dtype]
+        scales = 4 if dtype == "int8" else 0
+        return sum(rows * cols * size + rows * scales for rows, cols in self.matrices.values())
+
+    @property
+    def flops(self) -> float:
+        """Floating-point operations per stream per step (a multiply-add counts 2)."""
+        return float(sum(2 * rows * cols for rows, cols in self.matrices.values())) + self.other_flops
 
 
 class VocoderModel(nn.Module, ABC):
@@ -115,6 +150,14 @@ class VocoderModel(nn.Module, ABC):
     def num_samples(self, cond: torch.Tensor) -> int:
         """Samples that conditioning `cond` [B, F + 2u, D] generates."""
         return (cond.shape[1] - 2 * self.upsample_context) * self.hop_length
+
+    def step_cost(self) -> StepCost:
+        """The work of one step (weights read, FLOPs), from which `vocoders.bench` derives its floor.
+
+        Every model that wants a floor in its benchmark overrides this; without it the benchmark
+        reports the floor as unknown.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not describe its step cost")
 
     @property
     @abstractmethod

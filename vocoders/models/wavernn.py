@@ -31,7 +31,7 @@ from torch import nn
 from ..audio import join_coarse_fine, split_coarse_fine
 from ..features import MelConfig
 from ..sampling import sample_categorical
-from .base import VocoderModel
+from .base import StepCost, VocoderModel
 from .layers import ConditioningNetwork, FrameUpsampler
 
 COLUMN_C_PREV, COLUMN_F_PREV, COLUMN_C_NOW, FIRST_COND_COLUMN = 0, 1, 2, 3
@@ -205,6 +205,32 @@ class WaveRNN(VocoderModel):
         fine_loss = F.cross_entropy(fine_logits.float().flatten(0, 1), fine.flatten())
         loss = coarse_loss + fine_loss
         return loss, {"coarse": float(coarse_loss.detach()), "fine": float(fine_loss.detach())}
+
+    # ---- cost ----------------------------------------------------------------------------------
+    def step_cost(self) -> StepCost:
+        """One sample: R h (3H x H), the sample columns of I, O1..O4; the conditioning is projected
+        at frame rate (the upsampler is linear), so per sample only its interpolation remains."""
+        H, half, D, oh = self.hidden_size, self.half, self.cond_channels, self.out_hidden
+        matrices = {
+            "gru_weight_hh": (3 * H, H),
+            "gru_weight_ih_samples": (3 * H, FIRST_COND_COLUMN),
+            "O1": (oh, half),
+            "O2": (self.coarse_classes, oh),
+            "O3": (oh, half),
+            "O4": (self.fine_classes, oh),
+        }
+        interpolation = 2 * 3 * H * self.upsample_taps
+        projection = 2 * 3 * H * D / self.hop_length  # W_cond once per frame, shared by hop samples
+        gates = 12 * H  # biases, sigmoid/tanh and the state update, roughly
+        return StepCost(
+            matrices=matrices,
+            other_flops=interpolation + projection + gates,
+            notes=(
+                "weights read per sample: R, the 3 sample columns of I, O1-O4 (biases negligible); "
+                "W_cond is applied at frame rate and amortised over the hop; the float64 inverse-CDF "
+                f"sampling ({self.coarse_classes} + {self.fine_classes} exp per sample) is not counted"
+            ),
+        )
 
     # ---- one step (reference) ----------------------------------------------------------------
     def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
