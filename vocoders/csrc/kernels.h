@@ -1,0 +1,81 @@
+/* The kernel table of vocoders._native: one table per instruction set, chosen at run time.
+ *
+ * Every kernel is written once (the kern_*.h bodies, in GCC/clang vector extensions) and compiled
+ * once per instruction set by kernels_<isa>.c, which sets the target and names the table. module.c
+ * picks the best table the CPU supports (or the one asked for) and binds the kernels to Python.
+ */
+#ifndef VOCODERS_KERNELS_H
+#define VOCODERS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Rows of a packed block: one 16-lane float vector of outputs. */
+#define PACK_ROWS 16
+/* Streams one matrix pass serves; more streams take more passes over the weights. */
+#define MAX_PASS_STREAMS 4
+
+enum weight_dtype { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_I8 = 2 };
+
+/* A dense matrix packed for matrix-vector products (the Python side packs it, see engines/packing.py).
+ * Rows are padded to a multiple of 16 and cut into blocks of 16; within a block the columns are
+ * stored in groups of G = 1 (float32), 2 (bfloat16) or 4 (int8) columns, 64 bytes per group:
+ *     data[block][cols_padded / G][16 rows][G]
+ * so one 64-byte load gives the G columns of 16 rows, the 16 outputs of a block accumulate in one
+ * vector and the weights stream in order. cols_padded is a multiple of G (zero columns).
+ * int8 rows carry a float32 scale (w = q * scale[row]); bias, when not NULL, is added to the output.
+ * scale and bias have rows_padded entries. */
+typedef struct {
+    const void *data;
+    const float *scale;
+    const float *bias;
+    int rows, cols, dtype;
+} packed_matrix;
+
+static inline int padded_rows(int rows) { return (rows + PACK_ROWS - 1) / PACK_ROWS * PACK_ROWS; }
+static inline int group_columns(int dtype) { return dtype == WEIGHT_I8 ? 4 : dtype == WEIGHT_BF16 ? 2 : 1; }
+static inline int padded_cols(int cols, int dtype) {
+    int g = group_columns(dtype);
+    return (cols + g - 1) / g * g;
+}
+
+/* Dual-softmax WaveRNN weights (see vocoders/models/wavernn.py for the equations and layout). */
+typedef struct {
+    int hidden, half, out_hidden, coarse_classes, fine_classes, fine_bits, taps, hop;
+    packed_matrix R;                       /* gru_weight_hh [3H, H], bias gru_bias_hh */
+    packed_matrix O1, O2, O3, O4;          /* output layers with their biases */
+    const float *bias_ih;                  /* [3H] */
+    const float *w_c_prev, *w_f_prev;      /* [3H] input columns of the previous coarse and fine values */
+    const float *w_c_now;                  /* [3H] input column of the current coarse value (0 on coarse rows) */
+    const float *upsample;                 /* [hop][taps] the upsampler's weights */
+} wavernn_weights;
+
+/* One call: `streams` independent streams stepped together for `steps` samples. */
+typedef struct {
+    int streams, steps, cond_frames, logits_width;
+    const float *cond;      /* [streams][cond_frames][3H]: W_cond applied at frame rate */
+    const float *noise;     /* [streams][steps][2] uniform draws (coarse, fine) */
+    const int64_t *forced;  /* [streams][steps] classes fed back (teacher forcing) or NULL */
+    int64_t *samples;       /* [streams][steps] out */
+    float *logits;          /* [streams][steps][2][logits_width] out, or NULL */
+    double temperature;
+} wavernn_job;
+
+typedef struct {
+    const char *name;
+    /* Sum of `count` floats read `reps` times (the benchmark's read-bandwidth probe). */
+    double (*read_sum)(const float *data, size_t count, int reps);
+    /* y[s] = W x[s] (+ bias) for s < streams; x[s] has cols_padded entries, y[s] rows_padded. */
+    void (*matvec)(const packed_matrix *w, const float *const *x, float *const *y, int streams);
+    /* Returns 0, or -1 when scratch memory could not be allocated. */
+    int (*wavernn_run)(const wavernn_weights *w, const wavernn_job *job);
+} kernel_table;
+
+extern const kernel_table kernels_portable;
+#if defined(__x86_64__) || defined(_M_X64)
+#define VOCODERS_X86 1
+extern const kernel_table kernels_avx2;
+extern const kernel_table kernels_avx512;
+#endif
+
+#endif

@@ -1,0 +1,23 @@
+/* AVX2 + FMA build of the kernels (x86-64 CPUs from Haswell and Zen 1 on). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#ifdef VOCODERS_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma")
+#endif
+
+#include "simd.h"
+#include "kern_matvec.h"
+#include "kern_wavernn.h"
+
+const kernel_table kernels_avx2 = {"avx2", read_sum, matvec, wavernn_run};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif

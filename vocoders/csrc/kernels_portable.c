@@ -1,0 +1,10 @@
+/* Baseline build of the kernels (any CPU the compiler targets by default: SSE2 on x86-64, NEON on arm64). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "simd.h"
+#include "kern_matvec.h"
+#include "kern_wavernn.h"
+
+const kernel_table kernels_portable = {"portable", read_sum, matvec, wavernn_run};

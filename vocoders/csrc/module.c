@@ -1,0 +1,165 @@
+/* vocoders._native: compiled sampling kernels with run-time instruction-set dispatch.
+ *
+ * Layout
+ *   kernels.h            the kernel table (one function pointer per kernel) and the data layouts
+ *   simd.h               16-lane vector types and float math (GCC/clang vector extensions)
+ *   kern_matvec.h        dense kernels: read-bandwidth probe, packed matrix-vector products
+ *   kern_wavernn.h       the WaveRNN sampling loop
+ *   kernels_<isa>.c      compile the kern_*.h bodies for one instruction set (portable, avx2, avx512)
+ *   module.c             this file: CPU detection, table choice, Python bindings
+ *
+ * The Python side (vocoders/native.py, vocoders/engines/packing.py, vocoders/engines/cpu.py) owns
+ * every tensor, checks dtypes, shapes and contiguity, and passes raw addresses (tensor.data_ptr())
+ * as integers; these functions trust them, so call them only through those wrappers. The GIL is
+ * released while a kernel runs, so Python threads can run several at once (one per worker).
+ *
+ * Adding a kernel (e.g. a block-sparse product)
+ *   1. Write its body once in a kern_<name>.h (static functions, vectors from simd.h), and include
+ *      it in every kernels_<isa>.c after the others.
+ *   2. Add its function pointer to kernel_table in kernels.h and to the three table initialisers.
+ *   3. Bind it below: parse the arguments, pick the table with table_for(isa), release the GIL
+ *      around the call, and list it in native_methods.
+ *   4. In Python, wrap it beside the others with its checks, and test it against a PyTorch
+ *      reference for every name in vocoders._native.isas() (tests/test_native.py shows how).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "kernels.h"
+
+/* Instruction sets this CPU (and OS) can run, best first. */
+static int supported_tables(const kernel_table **out) {
+    int n = 0;
+#ifdef VOCODERS_X86
+#if defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        out[n++] = &kernels_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out[n++] = &kernels_avx2;
+#endif
+#endif
+    out[n++] = &kernels_portable;
+    return n;
+}
+
+/* The table named `isa` ("auto" or NULL: the best supported); sets a Python error when unsupported. */
+static const kernel_table *table_for(const char *isa) {
+    const kernel_table *tables[4];
+    int n = supported_tables(tables);
+    if (isa == NULL || strcmp(isa, "auto") == 0 || isa[0] == '\0') return tables[0];
+    for (int i = 0; i < n; i++)
+        if (strcmp(tables[i]->name, isa) == 0) return tables[i];
+    PyErr_Format(PyExc_ValueError, "instruction set '%s' is not available on this CPU", isa);
+    return NULL;
+}
+
+static PyObject *native_isas(PyObject *self, PyObject *args) {
+    const kernel_table *tables[4];
+    int n = supported_tables(tables);
+    PyObject *names = PyTuple_New(n);
+    if (!names) return NULL;
+    for (int i = 0; i < n; i++) PyTuple_SET_ITEM(names, i, PyUnicode_FromString(tables[i]->name));
+    return names;
+}
+
+static PyObject *native_read_sum(PyObject *self, PyObject *args) {
+    unsigned long long data;
+    Py_ssize_t count;
+    int reps;
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "Kni|z", &data, &count, &reps, &isa)) return NULL;
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    double total;
+    Py_BEGIN_ALLOW_THREADS total = table->read_sum((const float *)(uintptr_t)data, (size_t)count, reps);
+    Py_END_ALLOW_THREADS return PyFloat_FromDouble(total);
+}
+
+/* (data, scale, bias, rows, cols, dtype) with addresses as integers (0 = NULL). */
+static int parse_matrix(PyObject *spec, packed_matrix *m) {
+    unsigned long long data, scale, bias;
+    if (!PyArg_ParseTuple(spec, "KKKiii", &data, &scale, &bias, &m->rows, &m->cols, &m->dtype)) return 0;
+    if (m->dtype < WEIGHT_F32 || m->dtype > WEIGHT_I8 || m->rows < 1 || m->cols < 1) {
+        PyErr_SetString(PyExc_ValueError, "packed matrix: bad dtype or shape");
+        return 0;
+    }
+    m->data = (const void *)(uintptr_t)data;
+    m->scale = (const float *)(uintptr_t)scale;
+    m->bias = (const float *)(uintptr_t)bias;
+    return 1;
+}
+
+static PyObject *native_matvec(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    unsigned long long x, y;
+    Py_ssize_t x_stride, y_stride;
+    int streams;
+    const char *isa = NULL;
+    packed_matrix m;
+    if (!PyArg_ParseTuple(args, "OKnKni|z", &spec, &x, &x_stride, &y, &y_stride, &streams, &isa)) return NULL;
+    if (!PyTuple_Check(spec) || !parse_matrix(spec, &m)) return NULL;
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    if (streams < 1 || streams > 64) return PyErr_Format(PyExc_ValueError, "streams must be in 1..64, got %d", streams);
+    const float *xs[64];
+    float *ys[64];
+    for (int s = 0; s < streams; s++) {
+        xs[s] = (const float *)(uintptr_t)x + s * x_stride;
+        ys[s] = (float *)(uintptr_t)y + s * y_stride;
+    }
+    Py_BEGIN_ALLOW_THREADS table->matvec(&m, xs, ys, streams);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
+    PyObject *R, *O1, *O2, *O3, *O4;
+    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, cond, noise, forced, samples, logits;
+    const char *isa = NULL;
+    wavernn_weights w;
+    wavernn_job job;
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiO!O!O!O!O!KKKKK)(iiiiKKKKKd)|z", &w.hidden, &w.half, &w.out_hidden,
+                          &w.coarse_classes, &w.fine_classes, &w.fine_bits, &w.taps, &w.hop, &PyTuple_Type, &R,
+                          &PyTuple_Type, &O1, &PyTuple_Type, &O2, &PyTuple_Type, &O3, &PyTuple_Type, &O4, &bias_ih,
+                          &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps, &job.cond_frames,
+                          &job.logits_width, &cond, &noise, &forced, &samples, &logits, &job.temperature, &isa))
+        return NULL;
+    if (!parse_matrix(R, &w.R) || !parse_matrix(O1, &w.O1) || !parse_matrix(O2, &w.O2) || !parse_matrix(O3, &w.O3) ||
+        !parse_matrix(O4, &w.O4))
+        return NULL;
+    if (job.streams < 1 || job.steps < 0 || w.hop < 1 || w.taps < 1 || job.steps > (job.cond_frames - w.taps + 1) * w.hop)
+        return PyErr_Format(PyExc_ValueError, "wavernn_run: inconsistent streams, steps, frames or taps");
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    w.bias_ih = (const float *)(uintptr_t)bias_ih;
+    w.w_c_prev = (const float *)(uintptr_t)c_prev;
+    w.w_f_prev = (const float *)(uintptr_t)f_prev;
+    w.w_c_now = (const float *)(uintptr_t)c_now;
+    w.upsample = (const float *)(uintptr_t)upsample;
+    job.cond = (const float *)(uintptr_t)cond;
+    job.noise = (const float *)(uintptr_t)noise;
+    job.forced = (const int64_t *)(uintptr_t)forced;
+    job.samples = (int64_t *)(uintptr_t)samples;
+    job.logits = (float *)(uintptr_t)logits;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = table->wavernn_run(&w, &job);
+    Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef native_methods[] = {
+    {"isas", native_isas, METH_NOARGS, "isas() -> instruction sets this CPU runs, best first."},
+    {"read_sum", native_read_sum, METH_VARARGS,
+     "read_sum(address, count, reps, isa=None) -> sum of count float32 read reps times (bandwidth probe)."},
+    {"matvec", native_matvec, METH_VARARGS,
+     "matvec(matrix, x, x_stride, y, y_stride, streams, isa=None): y[s] = W x[s] for a packed matrix."},
+    {"wavernn_run", native_wavernn_run, METH_VARARGS,
+     "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "_native", "Compiled sampling kernels of vocoders (see vocoders/native.py).", -1,
+    native_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }
