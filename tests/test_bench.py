@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from vocoders.bench import run_benchmark, run_cli
+from vocoders.checkpoint import read_checkpoint
 from vocoders.models import WaveRNN
 from vocoders.models.base import StepCost
 from vocoders.perf import read_bandwidth, speed_floor
@@ -55,6 +56,20 @@ def test_json_record_is_complete_and_consistent(engine, batch, threads):
     floor = record["floor"]
     assert floor["weight_bytes_per_step"] == WaveRNN(**record["model_kwargs"]).step_cost().weight_bytes()
     assert floor["read_bandwidth_GBps"] > 0 and floor["matrix_GFLOPs"] > 0 and floor["bound"] in ("memory", "compute")
+    if engine == "auto":
+        assert record["engine"] == "cpu" or record["machine"]["native_isa"] is None
+
+
+def test_reduced_precision_save_and_checkpoint(tmp_path):
+    path = tmp_path / "timed.safetensors"
+    first = run_benchmark(bench_config("bench.seconds=0.02", "bench.dtype=bfloat16", f"bench.save={path}"))
+    assert first["dtype"] == "bfloat16" and first["engine"] == "cpu"
+    assert 0.0 < first["reference_agreement"] <= 1.0
+    float32_bytes = WaveRNN(**first["model_kwargs"]).step_cost().weight_bytes("float32")
+    assert first["floor"]["weight_bytes_per_step"] < float32_bytes
+    assert read_checkpoint(path).model_kwargs == first["model_kwargs"]
+    again = run_benchmark(bench_config("bench.seconds=0.02", f"bench.checkpoint={path}", "model.hidden_size=64"))
+    assert again["checkpoint"] == str(path) and again["model_kwargs"] == first["model_kwargs"]
 
 
 def test_step_cost_and_floor_arithmetic():

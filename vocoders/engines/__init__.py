@@ -12,15 +12,17 @@ import torch
 
 from ..models.base import VocoderModel
 from .base import Engine
+from .cpu import CpuEngine
 from .cuda import CudaEngine
 from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
 
 log = logging.getLogger(__name__)
 
-ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (ReferenceEngine, CudaEngine)}
-# Fastest first; `auto` picks the first available (cuda reports itself unavailable off a CUDA device).
-PREFERENCE: list[str] = ["cuda", "reference"]
+ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (CudaEngine, CpuEngine, ReferenceEngine)}
+# Fastest first; `auto` picks the first available (cuda reports itself unavailable off a CUDA device,
+# cpu off the CPU or without its compiled extension).
+PREFERENCE: list[str] = ["cuda", "cpu", "reference"]
 
 
 def make_engine(
@@ -56,6 +58,7 @@ def make_engine(
 __all__ = [
     "ENGINES",
     "PREFERENCE",
+    "CpuEngine",
     "CudaEngine",
     "Engine",
     "FoldConfig",

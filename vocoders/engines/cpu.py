@@ -1,0 +1,182 @@
+"""The compiled CPU engine: WaveRNN's whole sampling loop in C (vocoders._native), no Python per sample.
+
+Weights are packed once, at construction (float32, or bfloat16 / int8 storage with float32
+accumulation: `dtype`), so the engine sees the weights the model had then. Per call, the input
+projection of the conditioning (W_cond = gru_weight_ih[:, 3:], 3H x D) is applied at frame rate
+by one matrix product: the upsampler is linear and shared across channels, so projecting then
+interpolating equals interpolating then projecting, and per sample only R, the three sample
+columns of the input matrix and O1-O4 remain.
+
+Batches: the streams are split over `threads` workers (Python threads; the kernel releases the
+GIL), and each worker steps its streams together so they share every read of the weights.
+`VOCODERS_ISA=avx2|portable` forces a lower instruction set than the best one the CPU has.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from ..models.base import VocoderModel
+from ..models.layers import FrameUpsampler
+from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
+from ..native import native_status
+from .base import Engine
+from .packing import PackedMatrix, pack_matrix, padded_vector
+
+
+@dataclass
+class PackedWaveRNN:
+    """A WaveRNN's weights as the native loop reads them (kept alive while it runs)."""
+
+    R: PackedMatrix
+    O1: PackedMatrix
+    O2: PackedMatrix
+    O3: PackedMatrix
+    O4: PackedMatrix
+    bias_ih: torch.Tensor
+    w_c_prev: torch.Tensor
+    w_f_prev: torch.Tensor
+    w_c_now: torch.Tensor
+    upsample: torch.Tensor
+    w_cond: torch.Tensor  # [3H, D], applied at frame rate in PyTorch
+
+    @classmethod
+    def from_model(cls, model: WaveRNN, dtype: str) -> PackedWaveRNN:
+        with torch.no_grad():
+            w_ih = model.masked_weight_ih().float()
+            length = w_ih.shape[0] + 16
+            return cls(
+                R=pack_matrix(model.gru_weight_hh, model.gru_bias_hh, dtype),
+                O1=pack_matrix(model.O1.weight, model.O1.bias, dtype),
+                O2=pack_matrix(model.O2.weight, model.O2.bias, dtype),
+                O3=pack_matrix(model.O3.weight, model.O3.bias, dtype),
+                O4=pack_matrix(model.O4.weight, model.O4.bias, dtype),
+                bias_ih=padded_vector(model.gru_bias_ih, length),
+                w_c_prev=padded_vector(w_ih[:, COLUMN_C_PREV], length),
+                w_f_prev=padded_vector(w_ih[:, COLUMN_F_PREV], length),
+                w_c_now=padded_vector(w_ih[:, COLUMN_C_NOW], length),
+                upsample=model.upsampler.weight.detach().float().contiguous().clone(),
+                w_cond=w_ih[:, FIRST_COND_COLUMN:].contiguous().clone(),
+            )
+
+    def spec(self, model: WaveRNN) -> tuple:
+        """The weights tuple of vocoders._native.wavernn_run."""
+        return (
+            model.hidden_size,
+            model.half,
+            model.out_hidden,
+            model.coarse_classes,
+            model.fine_classes,
+            model.fine_bits,
+            model.upsampler.taps,
+            model.hop_length,
+            self.R.spec(),
+            self.O1.spec(),
+            self.O2.spec(),
+            self.O3.spec(),
+            self.O4.spec(),
+            self.bias_ih.data_ptr(),
+            self.w_c_prev.data_ptr(),
+            self.w_f_prev.data_ptr(),
+            self.w_c_now.data_ptr(),
+            self.upsample.data_ptr(),
+        )
+
+
+class CpuEngine(Engine):
+    """WaveRNN sampled by the compiled loop; `threads` workers for batches (default: torch's thread count)."""
+
+    name = "cpu"
+    dtypes = ("float32", "bfloat16", "int8")
+
+    def __init__(
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cpu",
+        dtype: str = "float32",
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(model, device, dtype)
+        reason = self.available(model, self.device)
+        if reason is not None:
+            raise RuntimeError(f"engine 'cpu' cannot run {model.name} on {self.device}: {reason}")
+        self.native, _ = native_status()
+        self.threads = threads
+        self.isa = os.environ.get("VOCODERS_ISA", "auto")
+        self.packed = PackedWaveRNN.from_model(model, dtype)
+
+    @classmethod
+    def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        if torch.device(device).type != "cpu":
+            return "it runs on the CPU only"
+        if not isinstance(model, WaveRNN) or type(model).step is not WaveRNN.step:
+            return f"the compiled loop implements the dual-softmax WaveRNN step only, not {model.name}"
+        if type(model.upsampler) is not FrameUpsampler:
+            return "the compiled loop needs the linear FrameUpsampler"
+        return native_status()[1]
+
+    @torch.inference_mode()
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        steps = self.check_inputs(self.model, cond, noise)
+        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
+        noise = noise.detach().to("cpu", torch.float32).contiguous()
+        self._run(self._project(cond), noise, None, samples, None, temperature)
+        return samples
+
+    @torch.inference_mode()
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        batch, steps = targets.shape
+        if steps != model.num_samples(cond) or batch != cond.shape[0]:
+            expected = (cond.shape[0], model.num_samples(cond))
+            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
+        width = max(model.coarse_classes, model.fine_classes)
+        logits = torch.full((batch, steps, 2, width), float("-inf"))
+        noise = torch.zeros(batch, steps, 2)
+        forced = targets.detach().to("cpu", torch.long).contiguous()
+        self._run(self._project(cond), noise, forced, torch.empty(batch, steps, dtype=torch.long), logits, 1.0)
+        return logits
+
+    def _project(self, cond: torch.Tensor) -> torch.Tensor:
+        """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate)."""
+        return torch.matmul(cond.detach().to("cpu", torch.float32), self.packed.w_cond.T).contiguous()
+
+    def _run(self, projected, noise, forced, samples, logits, temperature: float) -> None:
+        """Split the streams over the workers and run the native loop on each share."""
+        batch, frames, _ = projected.shape
+        steps = samples.shape[1]
+        workers = max(1, min(batch, self.threads or torch.get_num_threads()))
+        bounds = [round(i * batch / workers) for i in range(workers + 1)]
+        weights = self.packed.spec(self.model)
+        width = 0 if logits is None else logits.shape[-1]
+
+        def address(tensor: torch.Tensor | None, first: int) -> int:
+            if tensor is None:
+                return 0
+            return tensor.data_ptr() + first * tensor.stride(0) * tensor.element_size()
+
+        def share(first: int, last: int) -> None:
+            job = (
+                last - first,
+                steps,
+                frames,
+                width,
+                address(projected, first),
+                address(noise, first),
+                address(forced, first),
+                address(samples, first),
+                address(logits, first),
+                float(temperature),
+            )
+            self.native.wavernn_run(weights, job, self.isa)
+
+        if workers == 1:
+            share(0, batch)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in [pool.submit(share, bounds[i], bounds[i + 1]) for i in range(workers)]:
+                result.result()
