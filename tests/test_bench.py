@@ -15,6 +15,7 @@ from vocoders.bench import run_benchmark, run_cli
 from vocoders.checkpoint import read_checkpoint
 from vocoders.models import WaveRNN
 from vocoders.models.base import StepCost
+from vocoders.native import load_native
 from vocoders.perf import read_bandwidth, speed_floor
 
 REQUIRED = (
@@ -60,6 +61,7 @@ def test_json_record_is_complete_and_consistent(engine, batch, threads):
         assert record["engine"] == "cpu" or record["machine"]["native_isa"] is None
 
 
+@pytest.mark.skipif(load_native() is None, reason="vocoders._native is not built")
 def test_reduced_precision_save_and_checkpoint(tmp_path):
     path = tmp_path / "timed.safetensors"
     first = run_benchmark(bench_config("bench.seconds=0.02", "bench.dtype=bfloat16", f"bench.save={path}"))

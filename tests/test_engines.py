@@ -40,6 +40,9 @@ def test_every_engine_matches_the_reference(tiny_wavernn, name):
     with torch.no_grad():
         cond = model.conditioning(mel)
     noise = draw_noise(2, model.num_samples(cond), model.noise_per_step, seed=0)
+    reason = ENGINES[name].available(model, torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(f"engine {name} cannot run here: {reason}")
     reference = make_engine("reference", model).generate(cond, noise)
     engine = make_engine(name, model)
     samples = engine.generate(cond, noise)
