@@ -15,55 +15,65 @@ static double read_sum(const float *data, size_t count, int reps) {
 
 /* One 16-row block for `streams` <= MAX_PASS_STREAMS streams: out[s] = block . x[s].
  * `streams` and `dtype` are constants at every call site, so each combination compiles to its own
- * loop with the accumulators in registers. Four independent accumulators per stream at one stream
- * (two at two, one beyond) hide the latency of the fused multiply-adds. */
+ * loop with the accumulators in registers. Four accumulators per stream (one per column of a
+ * 64-byte step of four columns) hide the latency of the fused multiply-adds; the weights and x
+ * advance by pointer so the loop carries no index arithmetic. */
 INLINE void matvec_block(int dtype, int streams, const void *block, int cols_padded, const float *const *x,
                          v16f *out) {
     v16f acc[MAX_PASS_STREAMS][4];
     for (int s = 0; s < streams; s++)
         for (int u = 0; u < 4; u++) acc[s][u] = vsplat(0.0f);
+    const int quads = cols_padded / 4, rest = cols_padded % 4;
+    const float *xs[MAX_PASS_STREAMS];
+    for (int s = 0; s < streams; s++) xs[s] = x[s];
     if (dtype == WEIGHT_F32) {
         const float *w = (const float *)block;
-        int j = 0;
-        for (; j + 4 <= cols_padded; j += 4)
-            for (int u = 0; u < 4; u++) {
-                v16f column = vload(w + (size_t)(j + u) * PACK_ROWS);
-                for (int s = 0; s < streams; s++) acc[s][u] += column * x[s][j + u];
+        for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
+            v16f c0 = vload(w), c1 = vload(w + PACK_ROWS), c2 = vload(w + 2 * PACK_ROWS), c3 = vload(w + 3 * PACK_ROWS);
+            for (int s = 0; s < streams; s++) {
+                const float *xq = xs[s];
+                acc[s][0] += c0 * xq[0];
+                acc[s][1] += c1 * xq[1];
+                acc[s][2] += c2 * xq[2];
+                acc[s][3] += c3 * xq[3];
+                xs[s] = xq + 4;
             }
-        for (; j < cols_padded; j++) {
-            v16f column = vload(w + (size_t)j * PACK_ROWS);
-            for (int s = 0; s < streams; s++) acc[s][0] += column * x[s][j];
         }
+        for (int j = 0; j < rest; j++, w += PACK_ROWS)
+            for (int s = 0; s < streams; s++) acc[s][j] += vload(w) * xs[s][j];
     } else if (dtype == WEIGHT_BF16) {
         const uint16_t *w = (const uint16_t *)block;
-        int j = 0;
-        for (; j + 4 <= cols_padded; j += 4) {
-            v16u first = vload_bits(w + (size_t)j * PACK_ROWS), second = vload_bits(w + (size_t)(j + 2) * PACK_ROWS);
+        for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
+            v16u first = vload_bits(w), second = vload_bits(w + 2 * PACK_ROWS);
             v16f c0 = bf16_low(first), c1 = bf16_high(first), c2 = bf16_low(second), c3 = bf16_high(second);
             for (int s = 0; s < streams; s++) {
-                acc[s][0] += c0 * x[s][j];
-                acc[s][1] += c1 * x[s][j + 1];
-                acc[s][2] += c2 * x[s][j + 2];
-                acc[s][3] += c3 * x[s][j + 3];
+                const float *xq = xs[s];
+                acc[s][0] += c0 * xq[0];
+                acc[s][1] += c1 * xq[1];
+                acc[s][2] += c2 * xq[2];
+                acc[s][3] += c3 * xq[3];
+                xs[s] = xq + 4;
             }
         }
-        for (; j < cols_padded; j += 2) {
-            v16u lanes = vload_bits(w + (size_t)j * PACK_ROWS);
+        if (rest) { /* cols_padded is even: one pair left */
+            v16u lanes = vload_bits(w);
             for (int s = 0; s < streams; s++) {
-                acc[s][0] += bf16_low(lanes) * x[s][j];
-                acc[s][1] += bf16_high(lanes) * x[s][j + 1];
+                acc[s][0] += bf16_low(lanes) * xs[s][0];
+                acc[s][1] += bf16_high(lanes) * xs[s][1];
             }
         }
-    } else {
+    } else { /* int8: cols_padded is a multiple of 4 */
         const int8_t *w = (const int8_t *)block;
-        for (int j = 0; j < cols_padded; j += 4) {
-            v16u lanes = vload_bits(w + (size_t)j * PACK_ROWS);
+        for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
+            v16u lanes = vload_bits(w);
             v16f c0 = i8_byte(lanes, 0), c1 = i8_byte(lanes, 1), c2 = i8_byte(lanes, 2), c3 = i8_byte(lanes, 3);
             for (int s = 0; s < streams; s++) {
-                acc[s][0] += c0 * x[s][j];
-                acc[s][1] += c1 * x[s][j + 1];
-                acc[s][2] += c2 * x[s][j + 2];
-                acc[s][3] += c3 * x[s][j + 3];
+                const float *xq = xs[s];
+                acc[s][0] += c0 * xq[0];
+                acc[s][1] += c1 * xq[1];
+                acc[s][2] += c2 * xq[2];
+                acc[s][3] += c3 * xq[3];
+                xs[s] = xq + 4;
             }
         }
     }

@@ -12,9 +12,14 @@
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef int64_t v8l __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
 /* The same vectors at any 4-byte boundary: every load and store goes through these. */
 typedef float v16f_mem __attribute__((vector_size(64), aligned(4)));
 typedef uint32_t v16u_mem __attribute__((vector_size(64), aligned(4)));
+typedef double v8d_mem __attribute__((vector_size(64), aligned(8)));
+typedef float v8f_mem __attribute__((vector_size(32), aligned(4)));
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -65,6 +70,28 @@ INLINE v16f vexp(v16f x) {
 
 INLINE v16f vsigmoid(v16f x) { return 1.0f / (1.0f + vexp(-x)); }
 INLINE v16f vtanh(v16f x) { return 2.0f / (1.0f + vexp(-2.0f * x)) - 1.0f; }
+
+/* e^x for float64 lanes with x <= 0 (the softmax's z - max), within about 1 ulp: x = n ln2 + r,
+ * |r| <= ln2 / 2, e^r by its Taylor series to degree 13 (truncation below 5e-18 relative), 2^n in
+ * the exponent field. Below -708 the result is 0 where the exact value would be subnormal (< 3e-308):
+ * added to a softmax total of at least 1 it changes nothing. */
+INLINE v8d vexp_nonpositive(v8d x) {
+    const double log2e = 1.4426950408889634, ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+    const double round_magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    v8l underflow = x < -708.0;
+    x = (v8d)((v8l)x & ~underflow) + (v8d)((v8l)((v8d){0} - 708.0) & underflow);
+    v8d shifted = x * log2e + round_magic;
+    v8d n = shifted - round_magic;
+    v8l exponent = ((v8l)shifted - (v8l)((v8d){0} + round_magic)) + 1023;
+    v8d r = x - n * ln2_hi - n * ln2_lo;
+    static const double inverse_factorial[14] = {
+        1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+        1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
+    v8d p = (v8d){0} + inverse_factorial[13];
+    for (int k = 12; k >= 0; k--) p = p * r + inverse_factorial[k];
+    v8d result = p * (v8d)(exponent << 52);
+    return (v8d)((v8l)result & ~underflow);
+}
 
 INLINE float sigmoid1(float x) { return 1.0f / (1.0f + expf(-x)); }
 INLINE float tanh1(float x) { return tanhf(x); }
