@@ -64,6 +64,23 @@ def test_batches_spread_over_threads(odd_wavernn):
     assert torch.equal(alone, reference[1:2])
 
 
+@needs_native
+def test_chunks_carry_the_state(odd_wavernn, monkeypatch):
+    """Generation in native calls of 100 samples (state handed over between calls) changes nothing."""
+    import vocoders.engines.cpu as cpu
+
+    model = odd_wavernn.eval()
+    _, cond, noise = inputs(model, batch=3, frames=2, seed=5)
+    reference = make_engine("reference", model).generate(cond, noise)
+    whole = CpuEngine(model, threads=2)
+    samples, logits = whole.generate(cond, noise), whole.forced_logits(cond, reference)
+    monkeypatch.setattr(cpu, "CHUNK_STEPS", 100)
+    chunked = CpuEngine(model, threads=2)
+    assert torch.equal(chunked.generate(cond, noise), samples)
+    assert torch.equal(samples, reference)
+    assert torch.equal(chunked.forced_logits(cond, reference), logits)
+
+
 def with_weights_as_stored(model, engine):
     """A copy of `model` whose R and O1-O4 hold exactly the values the engine multiplies by."""
     stored = copy.deepcopy(model)

@@ -89,23 +89,22 @@ static int wavernn_run(const wavernn_weights *w, const wavernn_job *job) {
     const size_t per_stream = 2 * n_h + n_gh + n_o + n_c + n_f;
     float *arena = (float *)calloc((size_t)S * per_stream, sizeof(float));
     float **pointers = (float **)calloc((size_t)S * 7, sizeof(float *));
-    int64_t *previous = (int64_t *)calloc((size_t)S * 2, sizeof(int64_t));
+    int64_t *coarse = (int64_t *)calloc((size_t)S, sizeof(int64_t));
     double *cdf = (double *)calloc((size_t)(Kc > Kf ? Kc : Kf), sizeof(double));
-    if (!arena || !pointers || !previous || !cdf) {
-        free(arena), free(pointers), free(previous), free(cdf);
+    if (!arena || !pointers || !coarse || !cdf) {
+        free(arena), free(pointers), free(coarse), free(cdf);
         return -1;
     }
+    int64_t *previous = job->previous;
     float **h = pointers, **h_new = pointers + S, **gh = pointers + 2 * S, **o = pointers + 3 * S;
     float **coarse_logits = pointers + 4 * S, **fine_logits = pointers + 5 * S, **h_fine = pointers + 6 * S;
-    int64_t *coarse = previous + S;
-    const int64_t silence = (int64_t)Kc * Kf / 2;
     for (int s = 0; s < S; s++) {
         float *base = arena + (size_t)s * per_stream;
         h[s] = base, h_new[s] = base + n_h, gh[s] = base + 2 * n_h, o[s] = gh[s] + n_gh;
         coarse_logits[s] = o[s] + n_o, fine_logits[s] = coarse_logits[s] + n_c;
-        previous[s] = silence;
+        memcpy(h[s], job->hidden + (size_t)s * H, (size_t)H * sizeof(float));
     }
-    for (int t = 0; t < T; t++) {
+    for (int t = job->first; t < job->last; t++) {
         const int frame = t / w->hop;
         const float *up = w->upsample + (size_t)(t % w->hop) * w->taps;
         matvec(&w->R, (const float *const *)h, gh, S);
@@ -144,6 +143,7 @@ static int wavernn_run(const wavernn_weights *w, const wavernn_job *job) {
             h[s] = h_new[s], h_new[s] = swap;
         }
     }
-    free(arena), free(pointers), free(previous), free(cdf);
+    for (int s = 0; s < S; s++) memcpy(job->hidden + (size_t)s * H, h[s], (size_t)H * sizeof(float));
+    free(arena), free(pointers), free(coarse), free(cdf);
     return 0;
 }

@@ -50,9 +50,13 @@ typedef struct {
     const float *upsample;                 /* [hop][taps] the upsampler's weights */
 } wavernn_weights;
 
-/* One call: `streams` independent streams stepped together for `steps` samples. */
+/* One call: `streams` independent streams stepped together through samples [first, last) of
+ * sequences `steps` long. The recurrent state enters and leaves through `hidden` and `previous`,
+ * so a long sequence can run in chunks (the caller checks for interrupts between them). */
 typedef struct {
-    int streams, steps, cond_frames, logits_width;
+    int streams, steps, first, last, cond_frames, logits_width;
+    float *hidden;          /* [streams][H] in/out (zeros before the first sample) */
+    int64_t *previous;      /* [streams] in/out: the last sample class (silence before the first) */
     const float *cond;      /* [streams][cond_frames][3H]: W_cond applied at frame rate */
     const float *noise;     /* [streams][steps][2] uniform draws (coarse, fine) */
     const int64_t *forced;  /* [streams][steps] classes fed back (teacher forcing) or NULL */

@@ -113,20 +113,22 @@ static PyObject *native_matvec(PyObject *self, PyObject *args) {
 
 static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
     PyObject *R, *O1, *O2, *O3, *O4;
-    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, cond, noise, forced, samples, logits;
+    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, hidden, previous, cond, noise, forced, samples, logits;
     const char *isa = NULL;
     wavernn_weights w;
     wavernn_job job;
-    if (!PyArg_ParseTuple(args, "(iiiiiiiiO!O!O!O!O!KKKKK)(iiiiKKKKKd)|z", &w.hidden, &w.half, &w.out_hidden,
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiO!O!O!O!O!KKKKK)(iiiiiiKKKKKKKd)|z", &w.hidden, &w.half, &w.out_hidden,
                           &w.coarse_classes, &w.fine_classes, &w.fine_bits, &w.taps, &w.hop, &PyTuple_Type, &R,
                           &PyTuple_Type, &O1, &PyTuple_Type, &O2, &PyTuple_Type, &O3, &PyTuple_Type, &O4, &bias_ih,
-                          &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps, &job.cond_frames,
-                          &job.logits_width, &cond, &noise, &forced, &samples, &logits, &job.temperature, &isa))
+                          &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps, &job.first, &job.last,
+                          &job.cond_frames, &job.logits_width, &hidden, &previous, &cond, &noise, &forced, &samples,
+                          &logits, &job.temperature, &isa))
         return NULL;
     if (!parse_matrix(R, &w.R) || !parse_matrix(O1, &w.O1) || !parse_matrix(O2, &w.O2) || !parse_matrix(O3, &w.O3) ||
         !parse_matrix(O4, &w.O4))
         return NULL;
-    if (job.streams < 1 || job.steps < 0 || w.hop < 1 || w.taps < 1 || job.steps > (job.cond_frames - w.taps + 1) * w.hop)
+    if (job.streams < 1 || job.first < 0 || job.last < job.first || job.last > job.steps || w.hop < 1 || w.taps < 1 ||
+        job.steps > (job.cond_frames - w.taps + 1) * w.hop)
         return PyErr_Format(PyExc_ValueError, "wavernn_run: inconsistent streams, steps, frames or taps");
     const kernel_table *table = table_for(isa);
     if (!table) return NULL;
@@ -135,6 +137,8 @@ static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
     w.w_f_prev = (const float *)(uintptr_t)f_prev;
     w.w_c_now = (const float *)(uintptr_t)c_now;
     w.upsample = (const float *)(uintptr_t)upsample;
+    job.hidden = (float *)(uintptr_t)hidden;
+    job.previous = (int64_t *)(uintptr_t)previous;
     job.cond = (const float *)(uintptr_t)cond;
     job.noise = (const float *)(uintptr_t)noise;
     job.forced = (const int64_t *)(uintptr_t)forced;

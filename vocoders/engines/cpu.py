@@ -15,6 +15,7 @@ GIL), and each worker steps its streams together so they share every read of the
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_C
 from ..native import native_status
 from .base import Engine
 from .packing import PackedMatrix, pack_matrix, padded_vector
+
+# Samples per native call; the recurrent state carries over between calls.
+CHUNK_STEPS = 8192
 
 
 @dataclass
@@ -145,14 +149,30 @@ class CpuEngine(Engine):
         """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate)."""
         return torch.matmul(cond.detach().to("cpu", torch.float32), self.packed.w_cond.T).contiguous()
 
-    def _run(self, projected, noise, forced, samples, logits, temperature: float) -> None:
-        """Split the streams over the workers and run the native loop on each share."""
+    def _run(
+        self,
+        projected: torch.Tensor,
+        noise: torch.Tensor,
+        forced: torch.Tensor | None,
+        samples: torch.Tensor,
+        logits: torch.Tensor | None,
+        temperature: float,
+    ) -> None:
+        """Split the streams over the workers; each runs the native loop chunk by chunk.
+
+        Chunks of CHUNK_STEPS samples carry the recurrent state between calls, so Ctrl-C is honoured
+        between chunks rather than only at the end of a long utterance.
+        """
+        model = self.model
         batch, frames, _ = projected.shape
         steps = samples.shape[1]
+        hidden = torch.zeros(batch, model.hidden_size)
+        previous = torch.full((batch,), model.silence, dtype=torch.long)
         workers = max(1, min(batch, self.threads or torch.get_num_threads()))
         bounds = [round(i * batch / workers) for i in range(workers + 1)]
-        weights = self.packed.spec(self.model)
+        weights = self.packed.spec(model)
         width = 0 if logits is None else logits.shape[-1]
+        stop = threading.Event()
 
         def address(tensor: torch.Tensor | None, first: int) -> int:
             if tensor is None:
@@ -160,23 +180,35 @@ class CpuEngine(Engine):
             return tensor.data_ptr() + first * tensor.stride(0) * tensor.element_size()
 
         def share(first: int, last: int) -> None:
-            job = (
-                last - first,
-                steps,
-                frames,
-                width,
-                address(projected, first),
-                address(noise, first),
-                address(forced, first),
-                address(samples, first),
-                address(logits, first),
-                float(temperature),
-            )
-            self.native.wavernn_run(weights, job, self.isa)
+            for start in range(0, steps, CHUNK_STEPS):
+                if stop.is_set():
+                    return
+                job = (
+                    last - first,
+                    steps,
+                    start,
+                    min(start + CHUNK_STEPS, steps),
+                    frames,
+                    width,
+                    address(hidden, first),
+                    address(previous, first),
+                    address(projected, first),
+                    address(noise, first),
+                    address(forced, first),
+                    address(samples, first),
+                    address(logits, first),
+                    float(temperature),
+                )
+                self.native.wavernn_run(weights, job, self.isa)
 
         if workers == 1:
             share(0, batch)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in [pool.submit(share, bounds[i], bounds[i + 1]) for i in range(workers)]:
-                result.result()
+            futures = [pool.submit(share, bounds[i], bounds[i + 1]) for i in range(workers)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                stop.set()
+                raise
