@@ -7,6 +7,8 @@ import pytest
 import soundfile as sf
 
 from vocoders import evaluate, metrics
+from vocoders.checkpoint import model_from_checkpoint, read_checkpoint
+from vocoders.engines import make_engine
 
 from .conftest import SAMPLE, tone
 
@@ -32,7 +34,8 @@ def test_report_is_written_with_all_its_files(tmp_path, tiny_checkpoint, corpus,
     code, out = run(tmp_path, tiny_checkpoint, corpus, "--split", "all", "--no-dnsmos")
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
-    assert report["utterances"] == 2 and report["engine"] == "reference" and report["step"] == 7
+    auto_engine = make_engine("auto", model_from_checkpoint(read_checkpoint(tiny_checkpoint))).name
+    assert report["utterances"] == 2 and report["engine"] == auto_engine and report["step"] == 7
     ids = sorted(row["id"] for row in report["per_utterance"])
     assert ids == ["speech", "tone"]
     for row in report["per_utterance"]:
