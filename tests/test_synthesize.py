@@ -105,6 +105,8 @@ def test_kill_during_synthesis_leaves_no_partial_wav(tmp_path, tiny_checkpoint):
             "-o",
             str(out),
             "--no-progress",
+            "--engine",
+            "reference",  # slow enough that the long file is still being generated at the kill
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

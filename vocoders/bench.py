@@ -29,6 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+def significant(value: float, digits: int = 6) -> float:
+    """`value` to `digits` significant digits (short runs take milliseconds: fixed decimals would lose them)."""
+    return float(f"{value:.{digits}g}")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,13 +135,13 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         "temperature": temperature,
         "sample_rate": model.sample_rate,
         "samples": total,
-        "audio_seconds_per_stream": round(audio_seconds, 4),
-        "seconds": round(seconds, 4),
+        "audio_seconds_per_stream": significant(audio_seconds),
+        "seconds": significant(seconds),
         "samples_per_second": round(speed, 1),
         "samples_per_second_per_stream": round(speed / batch, 1),
-        "realtime_factor": round(seconds / (batch * audio_seconds), 4),
-        "stream_realtime_factor": round(seconds / audio_seconds, 4),
-        "conditioning_seconds": round(conditioning_seconds, 4),
+        "realtime_factor": significant(seconds / (batch * audio_seconds)),
+        "stream_realtime_factor": significant(seconds / audio_seconds),
+        "conditioning_seconds": significant(conditioning_seconds),
         **reference,
         "floor_samples_per_second": floor_speed,
         "fraction_of_floor": round(speed / floor_speed, 3) if floor_speed else None,
