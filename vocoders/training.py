@@ -56,6 +56,7 @@ from .engines import make_engine
 from .features import MelConfig
 from .models.base import VocoderModel
 from .sampling import draw_noise
+from .sparsity import build_pruner
 from .tracking import make_sink
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class Trainer:
         self.resumed_from: int | None = None
         self._build_data()
         self._build_optimizer()
+        self.pruner = build_pruner(self.model, cfg.get("sparsity"))
         decay = cfg.trainer.get("ema_decay")
         self.ema = WeightAverage(self.model, float(decay), bool(cfg.trainer.get("ema_warmup", True))) if decay else None
         self.autocast_dtype = _autocast_dtype(str(cfg.trainer.get("precision", "auto")), self.device)
@@ -212,11 +214,17 @@ class Trainer:
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """Extra JSON metadata for the checkpoint (recipe name, data summary)."""
-        return {"recipe": str(self.cfg.get("name", "")), "data": self.data_summary}
+        meta = {"recipe": str(self.cfg.get("name", "")), "data": self.data_summary}
+        if self.pruner is not None:
+            meta["sparsity"] = self.pruner.describe()
+        return meta
 
     def checkpoint_extras(self) -> dict[str, dict[str, torch.Tensor]]:
         """Extra tensor groups saved with the weights (e.g. EMA weights, pruning masks)."""
-        return {}
+        extras = {}
+        if self.pruner is not None:
+            extras["mask"] = self.pruner.state_masks()
+        return extras
 
     def training_state(self) -> dict[str, Any]:
         return {
@@ -288,6 +296,8 @@ class Trainer:
 
     def load_extras(self, checkpoint) -> None:
         """Restore what `checkpoint_extras` saved."""
+        if self.pruner is not None and "mask" in checkpoint.extras:
+            self.pruner.load(checkpoint.extras["mask"], checkpoint.meta.get("sparsity"), str(checkpoint.path))
 
     # ---- the loop --------------------------------------------------------------------------------
     def training_step(self, mel: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
@@ -307,6 +317,8 @@ class Trainer:
 
     def after_optimizer_step(self) -> None:
         """Hook: runs after every optimizer step (pruning masks, weight averages)."""
+        if self.pruner is not None:  # self.step counts completed steps before this one
+            self.pruner.after_step(self.step + 1, self.optimizer)
 
     def update_ema(self) -> None:
         """Move the weight average toward the weights just stepped (after `after_optimizer_step`)."""
@@ -315,7 +327,7 @@ class Trainer:
 
     def ema_masks(self) -> dict[str, torch.Tensor]:
         """Hook: parameter name -> 0/1 mask multiplied into the average after each update (pruning)."""
-        return {}
+        return self.pruner.float_masks() if self.pruner is not None else {}
 
     @property
     def inference_model(self) -> VocoderModel:

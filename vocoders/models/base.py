@@ -76,6 +76,8 @@ class VocoderModel(nn.Module, ABC):
 
     name: ClassVar[str]
     noise_per_step: ClassVar[int] = 1
+    # Pruning metadata of a sparse checkpoint (block shape, density), set by `load_extras`; None when dense.
+    sparsity: dict[str, Any] | None = None
 
     def __init__(self, mel: MelConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -105,6 +107,21 @@ class VocoderModel(nn.Module, ABC):
     @abstractmethod
     def mel_context(self) -> int:
         """Mel frames of context the conditioning path needs on each side of a segment."""
+
+    def load_extras(self, checkpoint) -> None:
+        """Apply what a checkpoint carries beside the weights: pruning masks zero their weights exactly
+        (also averaged weights), and the sparsity metadata tells the engines the block shape."""
+        from ..sparsity import apply_checkpoint_masks
+
+        where = str(checkpoint.path or "checkpoint")
+        masks = checkpoint.extras.get("mask", {})
+        try:
+            apply_checkpoint_masks(self, masks, where)
+        except ValueError as exc:
+            from ..checkpoint import CheckpointError
+
+            raise CheckpointError(str(exc)) from None
+        self.sparsity = checkpoint.meta.get("sparsity") if masks else None
 
     # ---- training --------------------------------------------------------------------------
     @abstractmethod

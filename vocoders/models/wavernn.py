@@ -121,6 +121,25 @@ class WaveRNN(VocoderModel):
     def upsample_context(self) -> int:
         return self.upsampler.context
 
+    def prunable_matrices(self) -> dict[str, tuple[str, int, int]]:
+        """Matrices magnitude pruning may sparsify, each on its own: name -> (parameter, first row, end row).
+
+        gru_hh.{u,r,e}: the gates of R; gru_ih.{u,r,e}: the gates of the input matrix; O1..O4: the output layers.
+        """
+        H = self.hidden_size
+        out = {}
+        for gate, first in (("r", 0), ("u", H), ("e", 2 * H)):  # PyTorch's row order: r, z (= u), n (= e)
+            out[f"gru_hh.{gate}"] = ("gru_weight_hh", first, first + H)
+            out[f"gru_ih.{gate}"] = ("gru_weight_ih", first, first + H)
+        for name in ("O1", "O2", "O3", "O4"):
+            layer = getattr(self, name)
+            out[name] = (f"{name}.weight", 0, layer.out_features)
+        return out
+
+    def structural_masks(self) -> dict[str, torch.Tensor]:
+        """Masks the forward pass applies by construction (c_t never reaches the coarse rows)."""
+        return {"gru_weight_ih": self.input_mask}
+
     def masked_weight_ih(self) -> torch.Tensor:
         """The input matrix with the c_t column cut from the coarse rows. [3H, 3 + D]."""
         return self.gru_weight_ih * self.input_mask
