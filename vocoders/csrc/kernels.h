@@ -15,7 +15,7 @@
 /* Streams one matrix pass serves; more streams take more passes over the weights. */
 #define MAX_PASS_STREAMS 4
 
-enum weight_dtype { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_I8 = 2 };
+enum weight_dtype { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_I8 = 2, WEIGHT_F16 = 3 };
 
 /* A dense matrix packed for matrix-vector products (the Python side packs it, see engines/packing.py).
  * Rows are padded to a multiple of 16 and cut into blocks of 16; within a block the columns are
@@ -65,6 +65,29 @@ typedef struct {
     double temperature;
 } wavernn_job;
 
+/* A block-sparse matrix (the Python side packs it, see engines/sparse_packing.py). Rows pad to a
+ * multiple of 16 and are cut into groups of block_rows (which divides 16); each group is a run of
+ * blocks of block_rows x block_cols weights, block b starting at column block_col[b] and stored
+ * column by column: values[b][block_cols][block_rows], float32, bfloat16 or float16.
+ * group_start[g] .. group_start[g + 1] are group g's blocks. dense = 1: a dense matrix stored
+ * column-major, values[cols][rows padded] (block_rows 16, block_cols 1, group_start and block_col
+ * unused), multiplied over the non-zero inputs only.
+ * bias, when not NULL, has rows_padded entries. */
+typedef struct {
+    const void *values;
+    const int32_t *group_start;
+    const int32_t *block_col;
+    const float *bias;
+    int rows, cols, block_rows, block_cols, dtype, dense;
+} sparse_matrix;
+
+/* Sparse WaveRNN: the dense loop's vectors and sizes (its packed matrices unused) and the five
+ * matrices in block-sparse form. */
+typedef struct {
+    wavernn_weights base;
+    sparse_matrix R, O1, O2, O3, O4;
+} sparse_wavernn_weights;
+
 typedef struct {
     const char *name;
     /* Sum of `count` floats read `reps` times (the benchmark's read-bandwidth probe). */
@@ -73,6 +96,12 @@ typedef struct {
     void (*matvec)(const packed_matrix *w, const float *const *x, float *const *y, int streams);
     /* Returns 0, or -1 when scratch memory could not be allocated. */
     int (*wavernn_run)(const wavernn_weights *w, const wavernn_job *job);
+    /* y = W x (+ bias) for a block-sparse matrix; `active` is scratch for W's cols int32 values. */
+    void (*sparse_matvec)(const sparse_matrix *m, const float *x, float *y, int32_t *active);
+    /* The WaveRNN loop over block-sparse matrices (streams one after another). 0, or -1: no memory. */
+    int (*sparse_wavernn_run)(const sparse_wavernn_weights *w, const wavernn_job *job);
+    /* out[i] = sigmoid (kind 0), tanh (1) or exp (2) of x[i] as the loops compute them (for tests). */
+    void (*activation)(int kind, const float *x, float *out, size_t count);
 } kernel_table;
 
 extern const kernel_table kernels_portable;

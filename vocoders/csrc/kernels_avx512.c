@@ -14,8 +14,9 @@
 #include "simd.h"
 #include "kern_matvec.h"
 #include "kern_wavernn.h"
+#include "kern_sparse.h"
 
-const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run};
+const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation};
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -6,5 +6,6 @@
 #include "simd.h"
 #include "kern_matvec.h"
 #include "kern_wavernn.h"
+#include "kern_sparse.h"
 
-const kernel_table kernels_portable = {"portable", read_sum, matvec, wavernn_run};
+const kernel_table kernels_portable = {"portable", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation};

@@ -5,6 +5,7 @@
  *   simd.h               16-lane vector types and float math (GCC/clang vector extensions)
  *   kern_matvec.h        dense kernels: read-bandwidth probe, packed matrix-vector products
  *   kern_wavernn.h       the WaveRNN sampling loop
+ *   kern_sparse.h        block-sparse products, the fast draw, the Sparse WaveRNN loop
  *   kernels_<isa>.c      compile the kern_*.h bodies for one instruction set (portable, avx2, avx512)
  *   module.c             this file: CPU detection, table choice, Python bindings
  *
@@ -150,6 +151,94 @@ static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* (values, group_start, block_col, bias, rows, cols, block_rows, block_cols, dtype, dense), addresses as integers. */
+static int parse_sparse(PyObject *spec, sparse_matrix *m) {
+    unsigned long long values, group_start, block_col, bias;
+    if (!PyTuple_Check(spec) || !PyArg_ParseTuple(spec, "KKKKiiiiii", &values, &group_start, &block_col, &bias,
+                                                  &m->rows, &m->cols, &m->block_rows, &m->block_cols, &m->dtype,
+                                                  &m->dense))
+        return 0;
+    int dtype_ok = m->dtype == WEIGHT_F32 || m->dtype == WEIGHT_BF16 || m->dtype == WEIGHT_F16;
+    if (!dtype_ok || m->rows < 1 || m->cols < 1 || m->block_rows < 1 || PACK_ROWS % m->block_rows ||
+        m->block_cols < 1 || m->cols % m->block_cols || (m->dense && (m->block_rows != 16 || m->block_cols != 1))) {
+        PyErr_SetString(PyExc_ValueError, "sparse matrix: bad dtype, shape or block");
+        return 0;
+    }
+    m->values = (const void *)(uintptr_t)values;
+    m->group_start = (const int32_t *)(uintptr_t)group_start;
+    m->block_col = (const int32_t *)(uintptr_t)block_col;
+    m->bias = (const float *)(uintptr_t)bias;
+    return 1;
+}
+
+static PyObject *native_sparse_matvec(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    unsigned long long x, y, active;
+    const char *isa = NULL;
+    sparse_matrix m;
+    if (!PyArg_ParseTuple(args, "OKKK|z", &spec, &x, &y, &active, &isa) || !parse_sparse(spec, &m)) return NULL;
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    Py_BEGIN_ALLOW_THREADS table->sparse_matvec(&m, (const float *)(uintptr_t)x, (float *)(uintptr_t)y,
+                                                (int32_t *)(uintptr_t)active);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *native_sparse_wavernn_run(PyObject *self, PyObject *args) {
+    PyObject *R, *O1, *O2, *O3, *O4;
+    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, cond, noise, forced, samples, logits;
+    const char *isa = NULL;
+    sparse_wavernn_weights sw;
+    wavernn_weights *w = &sw.base;
+    wavernn_job job;
+    memset(&sw, 0, sizeof(sw));
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiOOOOOKKKKK)(iiiiKKKKKd)|z", &w->hidden, &w->half, &w->out_hidden,
+                          &w->coarse_classes, &w->fine_classes, &w->fine_bits, &w->taps, &w->hop, &R, &O1, &O2,
+                          &O3, &O4, &bias_ih, &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps,
+                          &job.cond_frames, &job.logits_width, &cond, &noise, &forced, &samples, &logits,
+                          &job.temperature, &isa))
+        return NULL;
+    if (!parse_sparse(R, &sw.R) || !parse_sparse(O1, &sw.O1) || !parse_sparse(O2, &sw.O2) ||
+        !parse_sparse(O3, &sw.O3) || !parse_sparse(O4, &sw.O4))
+        return NULL;
+    if (job.streams < 1 || job.steps < 0 || w->hop < 1 || w->taps < 1 ||
+        job.steps > (job.cond_frames - w->taps + 1) * w->hop)
+        return PyErr_Format(PyExc_ValueError, "sparse_wavernn_run: inconsistent streams, steps, frames or taps");
+    if (sw.R.rows != 3 * w->hidden || sw.R.cols != w->hidden || sw.O1.cols != w->half || sw.O3.cols != w->half ||
+        sw.O1.rows != w->out_hidden || sw.O3.rows != w->out_hidden || sw.O2.cols != w->out_hidden ||
+        sw.O4.cols != w->out_hidden || sw.O2.rows != w->coarse_classes || sw.O4.rows != w->fine_classes)
+        return PyErr_Format(PyExc_ValueError, "sparse_wavernn_run: matrix shapes do not fit the sizes");
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    w->bias_ih = (const float *)(uintptr_t)bias_ih;
+    w->w_c_prev = (const float *)(uintptr_t)c_prev;
+    w->w_f_prev = (const float *)(uintptr_t)f_prev;
+    w->w_c_now = (const float *)(uintptr_t)c_now;
+    w->upsample = (const float *)(uintptr_t)upsample;
+    job.cond = (const float *)(uintptr_t)cond;
+    job.noise = (const float *)(uintptr_t)noise;
+    job.forced = (const int64_t *)(uintptr_t)forced;
+    job.samples = (int64_t *)(uintptr_t)samples;
+    job.logits = (float *)(uintptr_t)logits;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = table->sparse_wavernn_run(&sw, &job);
+    Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_activation(PyObject *self, PyObject *args) {
+    int kind;
+    unsigned long long x, out;
+    Py_ssize_t count;
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "iKKn|z", &kind, &x, &out, &count, &isa)) return NULL;
+    if (kind < 0 || kind > 2) return PyErr_Format(PyExc_ValueError, "activation kind must be 0, 1 or 2");
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    Py_BEGIN_ALLOW_THREADS table->activation(kind, (const float *)(uintptr_t)x, (float *)(uintptr_t)out, (size_t)count);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
     {"isas", native_isas, METH_NOARGS, "isas() -> instruction sets this CPU runs, best first."},
     {"read_sum", native_read_sum, METH_VARARGS,
@@ -158,6 +247,12 @@ static PyMethodDef native_methods[] = {
      "matvec(matrix, x, x_stride, y, y_stride, streams, isa=None): y[s] = W x[s] for a packed matrix."},
     {"wavernn_run", native_wavernn_run, METH_VARARGS,
      "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu.py)."},
+    {"sparse_matvec", native_sparse_matvec, METH_VARARGS,
+     "sparse_matvec(matrix, x, y, active, isa=None): y = W x for a block-sparse matrix (engines/sparse_packing.py)."},
+    {"sparse_wavernn_run", native_sparse_wavernn_run, METH_VARARGS,
+     "sparse_wavernn_run(weights, job, isa=None): the WaveRNN loop over block-sparse matrices (engines/sparse_cpu.py)."},
+    {"activation", native_activation, METH_VARARGS,
+     "activation(kind, x, out, count, isa=None): sigmoid (0), tanh (1) or exp (2) as the loops compute them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,13 +16,14 @@ from .cpu import CpuEngine
 from .cuda import CudaEngine
 from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
+from .sparse_cpu import SparseCpuEngine
 
 log = logging.getLogger(__name__)
 
-ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (CudaEngine, CpuEngine, ReferenceEngine)}
+ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (CudaEngine, SparseCpuEngine, CpuEngine, ReferenceEngine)}
 # Fastest first; `auto` picks the first available (cuda reports itself unavailable off a CUDA device,
-# cpu off the CPU or without its compiled extension).
-PREFERENCE: list[str] = ["cuda", "cpu", "reference"]
+# sparse-cpu for models without pruned matrices, cpu off the CPU or without its compiled extension).
+PREFERENCE: list[str] = ["cuda", "sparse-cpu", "cpu", "reference"]
 
 
 def make_engine(
@@ -64,5 +65,6 @@ __all__ = [
     "FoldConfig",
     "FoldEngine",
     "ReferenceEngine",
+    "SparseCpuEngine",
     "make_engine",
 ]

@@ -1,0 +1,295 @@
+/* Block-sparse kernels (Sparse WaveRNN): block-sparse matrix-vector products, a fast inverse-CDF
+ * draw, and the batch-1 WaveRNN sampling loop over block-sparse matrices. Included by
+ * kernels_<isa>.c after simd.h, kern_matvec.h and kern_wavernn.h (it reuses gru_rows and draw_class).
+ *
+ * Layout (see sparse_matrix in kernels.h): output rows in groups of block_rows; each group a run of
+ * blocks, block b covering block_cols columns from block_col[b], its values column by column
+ * (values[b][block_cols][block_rows]). A 16x1 block is one 16-lane vector and needs one activation,
+ * as the WaveRNN paper says; a 4x4 block is one vector too, its four activations spread by a shuffle.
+ * A dense matrix (dense = 1) is stored column-major and multiplied over its non-zero inputs only,
+ * which skips the columns a ReLU zeroed; 256 outputs at a time stay in registers. */
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+typedef uint16_t v16h_mem __attribute__((vector_size(32), aligned(2)));
+
+/* 16 half-precision values -> float32 lanes. float16 by bit manipulation where the target has no
+ * conversion instruction: exponent and mantissa moved to float32 places, then scaled by 2^112 to
+ * rebias (exact for normal and subnormal values; weights are never infinite). bfloat16 is the top
+ * half of a float32. */
+INLINE v16f f16_load(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
+    v16u bits = __builtin_convertvector(*(const v16h_mem *)p, v16u);
+    v16f magnitude = (v16f)((bits & 0x7FFFu) << 13) * 0x1p112f;
+    return (v16f)((v16u)magnitude | ((bits & 0x8000u) << 16));
+#endif
+}
+
+INLINE v16f bf16_load(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (v16f)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#else
+    return (v16f)(__builtin_convertvector(*(const v16h_mem *)p, v16u) << 16);
+#endif
+}
+
+INLINE float f16_scalar(uint16_t bits) {
+    union {
+        uint32_t u;
+        float f;
+    } value = {(uint32_t)(bits & 0x7FFFu) << 13};
+    value.f *= 0x1p112f;
+    value.u |= (uint32_t)(bits & 0x8000u) << 16;
+    return value.f;
+}
+
+INLINE float stored_scalar(const void *values, int dtype, size_t i) {
+    if (dtype == WEIGHT_F32) return ((const float *)values)[i];
+    uint16_t bits = ((const uint16_t *)values)[i];
+    if (dtype == WEIGHT_F16) return f16_scalar(bits);
+    union {
+        uint32_t u;
+        float f;
+    } value = {(uint32_t)bits << 16};
+    return value.f;
+}
+
+/* x[0..4) spread over 16 lanes as [x0 x0 x0 x0 x1 x1 x1 x1 ...]: the activations of a 4x4 block. */
+INLINE v16f spread4(const float *x) {
+#if defined(__AVX512F__)
+    const __m512i index = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    return (v16f)_mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_loadu_ps(x)));
+#else
+    return (v16f){x[0], x[0], x[0], x[0], x[1], x[1], x[1], x[1], x[2], x[2], x[2], x[2], x[3], x[3], x[3], x[3]};
+#endif
+}
+
+/* Block `index` of 16 values as float32. `dtype` is a constant at every call site. */
+INLINE v16f block_values(const void *values, int dtype, size_t index) {
+    if (dtype == WEIGHT_F16) return f16_load((const uint16_t *)values + 16 * index);
+    if (dtype == WEIGHT_BF16) return bf16_load((const uint16_t *)values + 16 * index);
+    return vload((const float *)values + 16 * index);
+}
+
+/* y[16 g .. 16 g + 16) for every group of a 16x1 matrix; four independent accumulators. */
+INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *y) {
+    const int groups = padded_rows(m->rows) / 16;
+    for (int g = 0; g < groups; g++) {
+        int b = m->group_start[g];
+        const int end = m->group_start[g + 1];
+        const int32_t *col = m->block_col;
+        v16f a0 = m->bias ? vload(m->bias + 16 * g) : vsplat(0.0f), a1 = vsplat(0.0f), a2 = a1, a3 = a1;
+        for (; b + 4 <= end; b += 4) {
+            a0 += block_values(m->values, dtype, b) * x[col[b]];
+            a1 += block_values(m->values, dtype, b + 1) * x[col[b + 1]];
+            a2 += block_values(m->values, dtype, b + 2) * x[col[b + 2]];
+            a3 += block_values(m->values, dtype, b + 3) * x[col[b + 3]];
+        }
+        for (; b < end; b++) a0 += block_values(m->values, dtype, b) * x[col[b]];
+        vstore(y + 16 * g, (a0 + a1) + (a2 + a3));
+    }
+}
+
+/* 4x4 blocks: a group is 4 rows. Lanes 4c..4c+3 of a block hold column c's four rows, so the four
+ * activations are spread to [x0 x0 x0 x0 x1 ...] and the four column partial sums added at the end. */
+INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y) {
+    const int groups = padded_rows(m->rows) / 4;
+    for (int g = 0; g < groups; g++) {
+        int b = m->group_start[g];
+        const int end = m->group_start[g + 1];
+        v16f a0 = vsplat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (; b + 4 <= end; b += 4) {
+            a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
+            a1 += block_values(m->values, dtype, b + 1) * spread4(x + m->block_col[b + 1]);
+            a2 += block_values(m->values, dtype, b + 2) * spread4(x + m->block_col[b + 2]);
+            a3 += block_values(m->values, dtype, b + 3) * spread4(x + m->block_col[b + 3]);
+        }
+        for (; b < end; b++) a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
+        v16f a = (a0 + a1) + (a2 + a3);
+        for (int r = 0; r < 4; r++) {
+            float v = (a[r] + a[4 + r]) + (a[8 + r] + a[12 + r]);
+            y[4 * g + r] = m->bias ? v + m->bias[4 * g + r] : v;
+        }
+    }
+}
+
+/* Any other block shape, one value at a time (correct everywhere, fast nowhere). */
+static void spmv_generic(const sparse_matrix *m, int dtype, const float *x, float *y) {
+    const int br = m->block_rows, bc = m->block_cols, groups = padded_rows(m->rows) / br;
+    for (int g = 0; g < groups; g++) {
+        for (int r = 0; r < br; r++) y[g * br + r] = m->bias ? m->bias[g * br + r] : 0.0f;
+        for (int b = m->group_start[g]; b < m->group_start[g + 1]; b++)
+            for (int c = 0; c < bc; c++) {
+                const float xv = x[m->block_col[b] + c];
+                for (int r = 0; r < br; r++) {
+                    size_t i = ((size_t)b * bc + c) * br + r;
+                    y[g * br + r] += stored_scalar(m->values, dtype, i) * xv;
+                }
+            }
+    }
+}
+
+/* Rows [first, first + 16 n) of a dense column-major matrix over the active inputs: each active
+ * column is a contiguous run of 16 n values, accumulated into n vectors kept in registers. */
+INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x, float *y, const int32_t *active,
+                               int count, int first, int n) {
+    const size_t stride = (size_t)padded_rows(m->rows) / 16; /* blocks of 16 values per column */
+    v16f acc[16];
+    for (int i = 0; i < n; i++) acc[i] = m->bias ? vload(m->bias + first + 16 * i) : vsplat(0.0f);
+    for (int k = 0; k < count; k++) {
+        const int j = active[k];
+        const float xj = x[j];
+        const size_t base = (size_t)j * stride + first / 16;
+        for (int i = 0; i < n; i++) acc[i] += block_values(m->values, dtype, base + i) * xj;
+    }
+    for (int i = 0; i < n; i++) vstore(y + first + 16 * i, acc[i]);
+}
+
+#define CHUNK_CASE(n) \
+    case n: dense_active_chunk(m, dtype, x, y, active, count, first, n); break;
+
+/* A dense matrix (values column-major, [cols][rows padded]) over the non-zero entries of x only. */
+INLINE void dense_active(const sparse_matrix *m, int dtype, const float *x, float *y, int32_t *active) {
+    int count = 0;
+    for (int j = 0; j < m->cols; j++) {
+        active[count] = j;
+        count += x[j] != 0.0f;
+    }
+    const int rows = padded_rows(m->rows);
+    for (int first = 0; first < rows; first += 256) {
+        switch ((rows - first) / 16 < 16 ? (rows - first) / 16 : 16) {
+            CHUNK_CASE(1) CHUNK_CASE(2) CHUNK_CASE(3) CHUNK_CASE(4) CHUNK_CASE(5) CHUNK_CASE(6) CHUNK_CASE(7)
+            CHUNK_CASE(8) CHUNK_CASE(9) CHUNK_CASE(10) CHUNK_CASE(11) CHUNK_CASE(12) CHUNK_CASE(13) CHUNK_CASE(14)
+            CHUNK_CASE(15) CHUNK_CASE(16)
+        }
+    }
+}
+
+#define BY_DTYPE(call_f32, call_bf16, call_f16) \
+    (m->dtype == WEIGHT_F16 ? (call_f16) : m->dtype == WEIGHT_BF16 ? (call_bf16) : (call_f32))
+
+/* y = W x (+ bias) for a block-sparse matrix; y has W's padded rows, x W's columns. `active` is
+ * scratch for W's cols int32 values. */
+static void sparse_matvec(const sparse_matrix *m, const float *x, float *y, int32_t *active) {
+    if (m->block_rows == 16 && m->block_cols == 1 && m->dense)
+        BY_DTYPE(dense_active(m, WEIGHT_F32, x, y, active), dense_active(m, WEIGHT_BF16, x, y, active),
+                 dense_active(m, WEIGHT_F16, x, y, active));
+    else if (m->block_rows == 16 && m->block_cols == 1)
+        BY_DTYPE(spmv_16x1(m, WEIGHT_F32, x, y), spmv_16x1(m, WEIGHT_BF16, x, y), spmv_16x1(m, WEIGHT_F16, x, y));
+    else if (m->block_rows == 4 && m->block_cols == 4)
+        BY_DTYPE(spmv_4x4(m, WEIGHT_F32, x, y), spmv_4x4(m, WEIGHT_BF16, x, y), spmv_4x4(m, WEIGHT_F16, x, y));
+    else
+        spmv_generic(m, m->dtype, x, y);
+}
+
+/* The loops' activations over an array, for the tests that bound their error. */
+static void activation(int kind, const float *x, float *out, size_t count) {
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        v16f v = vload(x + i);
+        vstore(out + i, kind == 0 ? vsigmoid(v) : kind == 1 ? vtanh(v) : vexp(v));
+    }
+    for (; i < count; i++) out[i] = kind == 0 ? sigmoid1(x[i]) : kind == 1 ? tanh1(x[i]) : expf(x[i]);
+}
+
+/* Inverse-CDF draw as draw_class, vectorised: float32 e^x (simd.h's vexp, about 2 ulp), sums of 16
+ * classes, their running total in float64, then a walk through the chosen 16. The cumulative sums
+ * differ from the float64 reference by about 1e-6 relative, so a draw differs only when the uniform
+ * number falls that close to a class boundary. Classes must be a multiple of 16 (else draw_class). */
+static int draw_class_fast(const float *logits, int classes, float uniform, double temperature, float *weights) {
+    const int chunks = classes / 16;
+    v16f top = vload(logits);
+    for (int c = 1; c < chunks; c++) top = vmax(top, vload(logits + 16 * c));
+    float m = top[0];
+    for (int i = 1; i < 16; i++) m = top[i] > m ? top[i] : m;
+    const float inv_t = (float)(1.0 / temperature);
+    float sums[256 / 16];
+    double total = 0.0;
+    for (int c = 0; c < chunks; c++) {
+        v16f e = vexp((vload(logits + 16 * c) - m) * inv_t);
+        vstore(weights + 16 * c, e);
+        sums[c] = vsum(e);
+        total += sums[c];
+    }
+    const double threshold = (double)uniform * total;
+    double running = 0.0;
+    int c = 0;
+    while (c < chunks - 1 && running + sums[c] <= threshold) running += sums[c++];
+    for (int k = 16 * c; k < classes; k++) {
+        running += weights[k];
+        if (running > threshold) return k;
+    }
+    return classes - 1;
+}
+
+/* The fast draw where it applies (temperature > 0, a multiple of 16 classes up to 256), else the
+ * float64 reference draw. */
+INLINE int draw_sample(const float *logits, int classes, float uniform, double temperature, float *weights,
+                       double *cdf) {
+    if (temperature > 0.0 && classes % 16 == 0 && classes <= 256)
+        return draw_class_fast(logits, classes, uniform, temperature, weights);
+    return draw_class(logits, classes, uniform, temperature, cdf);
+}
+
+/* The dual-softmax WaveRNN loop of kern_wavernn.h over block-sparse matrices, one stream at a time
+ * (a sparse product gains nothing from sharing its reads between streams the way a dense one does).
+ * gru_rows is shared with the dense loop, so the gate arithmetic is the same code. */
+static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_job *job) {
+    const wavernn_weights *w = &sw->base;
+    const int T = job->steps, H = w->hidden, half = w->half, H3 = 3 * H;
+    const int Kc = w->coarse_classes, Kf = w->fine_classes, fine_bits = w->fine_bits, width = job->logits_width;
+    const float coarse_step = (float)(2.0 / (Kc - 1)), fine_step = (float)(2.0 / (Kf - 1));
+    const size_t n_h = (size_t)padded_rows(H) + PACK_ROWS, n_gh = padded_rows(H3);
+    const size_t n_o = padded_rows(w->out_hidden) + PACK_ROWS, n_c = padded_rows(Kc), n_f = padded_rows(Kf);
+    const size_t n_k = n_c > n_f ? n_c : n_f;
+    float *arena = (float *)calloc(2 * n_h + n_gh + n_o + n_c + n_f + n_k, sizeof(float));
+    int32_t *active = (int32_t *)calloc(n_h + n_o, sizeof(int32_t));
+    double *cdf = (double *)calloc(n_k, sizeof(double));
+    if (!arena || !active || !cdf) {
+        free(arena), free(active), free(cdf);
+        return -1;
+    }
+    float *h = arena, *h_new = h + n_h, *gh = h_new + n_h, *o = gh + n_gh, *lc = o + n_o, *lf = lc + n_c;
+    float *scratch = lf + n_f;
+    const int64_t silence = (int64_t)Kc * Kf / 2;
+    for (int s = 0; s < job->streams; s++) {
+        memset(h, 0, 2 * n_h * sizeof(float));
+        int64_t previous = silence;
+        for (int t = 0; t < T; t++) {
+            const size_t at = (size_t)s * T + t;
+            const int frame = t / w->hop;
+            const float *up = w->upsample + (size_t)(t % w->hop) * w->taps;
+            const float *cond = job->cond + ((size_t)s * job->cond_frames + frame) * H3;
+            const float c_prev = (float)(previous >> fine_bits) * coarse_step - 1.0f;
+            const float f_prev = (float)(previous & (Kf - 1)) * fine_step - 1.0f;
+            sparse_matvec(&sw->R, h, gh, active);
+            gru_rows(w, cond, up, c_prev, f_prev, 0.0f, gh, h, h_new, 0, half);
+            sparse_matvec(&sw->O1, h_new, o, active);
+            relu(o, (int)(n_o - PACK_ROWS));
+            sparse_matvec(&sw->O2, o, lc, active);
+            const int64_t coarse = job->forced ? job->forced[at] >> fine_bits
+                                               : draw_sample(lc, Kc, job->noise[2 * at], job->temperature, scratch, cdf);
+            const float c_now = (float)coarse * coarse_step - 1.0f;
+            gru_rows(w, cond, up, c_prev, f_prev, c_now, gh, h, h_new, half, H);
+            sparse_matvec(&sw->O3, h_new + half, o, active);
+            relu(o, (int)(n_o - PACK_ROWS));
+            sparse_matvec(&sw->O4, o, lf, active);
+            const int64_t fine = job->forced ? job->forced[at] & (Kf - 1)
+                                             : draw_sample(lf, Kf, job->noise[2 * at + 1], job->temperature, scratch, cdf);
+            if (job->logits) {
+                memcpy(job->logits + 2 * at * width, lc, (size_t)Kc * sizeof(float));
+                memcpy(job->logits + (2 * at + 1) * width, lf, (size_t)Kf * sizeof(float));
+            }
+            previous = (coarse << fine_bits) | fine;
+            job->samples[at] = previous;
+            float *swap = h;
+            h = h_new, h_new = swap;
+        }
+    }
+    free(arena), free(active), free(cdf);
+    return 0;
+}

@@ -1,0 +1,187 @@
+"""The block-sparse CPU engine (Sparse WaveRNN): the compiled WaveRNN loop over block-sparse matrices.
+
+At construction the pruned matrices are packed in block-sparse form (engines/sparse_packing.py:
+16x1 or 4x4 blocks, found from the weights' exact zeros), so a product reads only the kept blocks
+and, for 16x1 blocks, one activation per block. R and whichever output layers were pruned are packed
+sparse; a dense output layer is packed as every 16x1 block and multiplied over the non-zero inputs
+only (the ReLU zeroes about half of them). Everything else (the conditioning projected at frame rate,
+the gates, the draws) is the dense compiled engine's, see engines/cpu.py.
+
+`dtype` float16 or bfloat16 stores the weights in half precision and accumulates in float32, as the
+paper did on mobile CPUs; the engine then samples the model whose weights are rounded to that
+precision (tests compare it with the reference engine on exactly those weights).
+
+`engine=auto` picks this engine for a model whose recurrent matrix R is mostly zeros.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from ..models.base import VocoderModel
+from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
+from ..native import native_status
+from .base import Engine
+from .cpu import CpuEngine
+from .packing import padded_vector
+from .sparse_packing import SparseMatrix, pack_sparse, sparsity_of
+
+# R must be at least this sparse for `auto` to choose the sparse engine (and for it to be faster).
+MIN_SPARSITY = 0.5
+
+
+@dataclass
+class PackedSparseWaveRNN:
+    """A WaveRNN's weights as the native sparse loop reads them."""
+
+    R: SparseMatrix
+    O1: SparseMatrix
+    O2: SparseMatrix
+    O3: SparseMatrix
+    O4: SparseMatrix
+    bias_ih: torch.Tensor
+    w_c_prev: torch.Tensor
+    w_f_prev: torch.Tensor
+    w_c_now: torch.Tensor
+    upsample: torch.Tensor
+    w_cond: torch.Tensor  # [3H, D], applied at frame rate in PyTorch
+
+    @classmethod
+    def from_model(cls, model: WaveRNN, dtype: str) -> PackedSparseWaveRNN:
+        with torch.no_grad():
+            w_ih = model.masked_weight_ih().float()
+            length = w_ih.shape[0] + 16
+            layers = {name: getattr(model, name) for name in ("O1", "O2", "O3", "O4")}
+            return cls(
+                R=pack_sparse(model.gru_weight_hh, model.gru_bias_hh, dtype),
+                **{name: pack_sparse(layer.weight, layer.bias, dtype) for name, layer in layers.items()},
+                bias_ih=padded_vector(model.gru_bias_ih, length),
+                w_c_prev=padded_vector(w_ih[:, COLUMN_C_PREV], length),
+                w_f_prev=padded_vector(w_ih[:, COLUMN_F_PREV], length),
+                w_c_now=padded_vector(w_ih[:, COLUMN_C_NOW], length),
+                upsample=model.upsampler.weight.detach().float().contiguous().clone(),
+                w_cond=w_ih[:, FIRST_COND_COLUMN:].contiguous().clone(),
+            )
+
+    def matrices(self) -> dict[str, SparseMatrix]:
+        return {"R": self.R, "O1": self.O1, "O2": self.O2, "O3": self.O3, "O4": self.O4}
+
+    def spec(self, model: WaveRNN) -> tuple:
+        """The weights tuple of vocoders._native.sparse_wavernn_run."""
+        return (
+            model.hidden_size,
+            model.half,
+            model.out_hidden,
+            model.coarse_classes,
+            model.fine_classes,
+            model.fine_bits,
+            model.upsampler.taps,
+            model.hop_length,
+            *(m.spec() for m in self.matrices().values()),
+            self.bias_ih.data_ptr(),
+            self.w_c_prev.data_ptr(),
+            self.w_f_prev.data_ptr(),
+            self.w_c_now.data_ptr(),
+            self.upsample.data_ptr(),
+        )
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Per matrix: block shape, dense or not, blocks and bytes read per product (for the benchmark)."""
+        return {
+            name: {
+                "block": f"{m.block[0]}x{m.block[1]}",
+                "dense": m.dense,
+                "blocks": m.blocks,
+                "stored_weights": m.stored_weights,
+                "bytes": m.nbytes,
+            }
+            for name, m in self.matrices().items()
+        }
+
+
+def rounded_model(model: WaveRNN, dtype: str) -> WaveRNN:
+    """A copy of `model` whose packed weights are rounded to `dtype` as the engine stores them (for tests)."""
+    import copy
+
+    storage = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    out = copy.deepcopy(model)
+    if storage is None:
+        return out
+    with torch.no_grad():
+        for name in ("gru_weight_hh", "O1.weight", "O2.weight", "O3.weight", "O4.weight"):
+            param = out.get_parameter(name)
+            param.copy_(param.to(storage).float())
+    return out
+
+
+class SparseCpuEngine(CpuEngine):
+    """Sparse WaveRNN sampled by the compiled block-sparse loop (streams split over `threads` workers)."""
+
+    name = "sparse-cpu"
+    dtypes = ("float32", "float16", "bfloat16")
+
+    def __init__(
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cpu",
+        dtype: str = "float32",
+        threads: int | None = None,
+    ) -> None:
+        Engine.__init__(self, model, device, dtype)
+        reason = self.available(model, self.device)
+        if reason is not None:
+            raise RuntimeError(f"engine {self.name!r} cannot run {model.name} on {self.device}: {reason}")
+        self.native, _ = native_status()
+        self.threads = threads
+        self.isa = os.environ.get("VOCODERS_ISA", "auto")
+        self.packed = PackedSparseWaveRNN.from_model(model, dtype)
+
+    @classmethod
+    def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        reason = super().available(model, device)
+        if reason is not None:
+            return reason
+        sparsity = sparsity_of(model.gru_weight_hh)
+        if sparsity < MIN_SPARSITY:
+            return f"the model is not sparse (R has {sparsity:.0%} zeros; the sparse engine needs {MIN_SPARSITY:.0%})"
+        return None
+
+    def _run(self, projected, noise, forced, samples, logits, temperature: float) -> None:
+        """Split the streams over the workers and run the native sparse loop on each share."""
+        batch, frames, _ = projected.shape
+        steps = samples.shape[1]
+        workers = max(1, min(batch, self.threads or torch.get_num_threads()))
+        bounds = [round(i * batch / workers) for i in range(workers + 1)]
+        weights = self.packed.spec(self.model)
+        width = 0 if logits is None else logits.shape[-1]
+
+        def address(tensor: torch.Tensor | None, first: int) -> int:
+            if tensor is None:
+                return 0
+            return tensor.data_ptr() + first * tensor.stride(0) * tensor.element_size()
+
+        def share(first: int, last: int) -> None:
+            job = (
+                last - first,
+                steps,
+                frames,
+                width,
+                address(projected, first),
+                address(noise, first),
+                address(forced, first),
+                address(samples, first),
+                address(logits, first),
+                float(temperature),
+            )
+            self.native.sparse_wavernn_run(weights, job, self.isa)
+
+        if workers == 1:
+            share(0, batch)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in [pool.submit(share, bounds[i], bounds[i + 1]) for i in range(workers)]:
+                result.result()
