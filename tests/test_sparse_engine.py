@@ -151,3 +151,35 @@ def test_auto_picks_the_sparse_engine_for_sparse_checkpoints(tmp_path):
     assert voc.engine.name == "sparse-cpu"
     audio = voc(torch.randn(80, 3) - 5, seed=0)
     assert audio.shape == (3 * voc.hop_length,) and torch.isfinite(audio).all()
+
+
+@needs_native
+def test_step_cost_counts_what_the_sparse_engine_reads():
+    model = sparse_model(targets=("gru_hh", "gru_ih", "O1", "O3"))
+    engine = make_engine("sparse-cpu", model)
+    cond = model.conditioning(torch.randn(1, 80, 2 + 2 * model.mel_context) - 5).detach()
+    engine.generate(cond, draw_noise(1, model.num_samples(cond), 2, seed=0))
+    fraction = engine.input_fraction()
+    assert 0.0 < fraction["O2"] < 1.0 and 0.0 < fraction["O4"] < 1.0  # ReLU zeros skipped
+    cost, dense = engine.step_cost(), model.step_cost()
+    assert cost.kept["gru_weight_hh"] == int((model.gru_weight_hh != 0).sum())
+    assert cost.kept["O1"] == int((model.O1.weight != 0).sum())
+    assert cost.kept["O2"] == round(model.O2.weight.numel() * fraction["O2"])
+    assert cost.index_bytes > 0 and cost.weight_bytes() < dense.weight_bytes() and cost.flops < dense.flops
+
+
+@needs_native
+def test_benchmark_prunes_a_sparse_recipe_and_times_the_sparse_engine():
+    from hydra import compose, initialize_config_module
+
+    from vocoders.bench import run_benchmark
+
+    with initialize_config_module(config_module="vocoders.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="benchmark",
+            overrides=["recipe=sparse_wavernn", "debug=tiny", "bench.device=cpu", "bench.seconds=0.03"],
+        )
+    record = run_benchmark(cfg)
+    assert record["engine"] == "sparse-cpu" and record["reference_agreement"] == 1.0
+    assert record["sparsity"]["current"] == 0.95 and record["sparsity"]["block"] == [16, 1]
+    assert record["floor"]["weight_bytes_per_step"] < WaveRNN(**record["model_kwargs"]).step_cost().weight_bytes()

@@ -52,6 +52,10 @@ def build_bench_model(cfg: DictConfig):
     torch.manual_seed(int(cfg.bench.seed))
     mel = MelConfig.from_dict(OmegaConf.to_container(cfg.audio, resolve=True))
     model = instantiate(cfg.model, mel=mel.to_dict(), _convert_="all")
+    if cfg.get("sparsity") and cfg.sparsity.get("enabled", True):  # a sparse recipe: prune to its final sparsity
+        from .sparsity import prune_to_final
+
+        prune_to_final(model, cfg.sparsity)
     if cfg.bench.save:
         save_checkpoint(cfg.bench.save, model, step=0, bench="random weights written by vocoders.bench")
     return model, None
@@ -115,7 +119,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     reference = _reference_run(cfg, model, engine, cond, noise, samples, temperature, device, seconds)
     rates: dict[str, Any] = {}
     try:
-        floor = speed_floor(model.step_cost(), engine.dtype, batch, threads, device, rates)
+        cost = engine.step_cost() if hasattr(engine, "step_cost") else model.step_cost()  # sparse: what is kept
+        floor = speed_floor(cost, engine.dtype, batch, threads, device, rates)
     except NotImplementedError as exc:
         floor = {"samples_per_second": None, "unknown": str(exc)}
     floor_speed = floor["samples_per_second"]
@@ -146,6 +151,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         "floor_samples_per_second": floor_speed,
         "fraction_of_floor": round(speed / floor_speed, 3) if floor_speed else None,
         "floor": floor,
+        **({"sparsity": model.sparsity} if model.sparsity else {}),
         "machine": _machine(device),
     }
     if bench.sweep and device.type == "cpu":

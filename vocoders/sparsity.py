@@ -281,3 +281,12 @@ def build_pruner(model: nn.Module, cfg: Any) -> Pruner | None:
         every=int(cfg.prune_every),
     )
     return Pruner(model, schedule, block=cfg.block, targets=list(cfg.targets), score=str(cfg.get("score", "l2")))
+
+
+def prune_to_final(model: nn.Module, cfg: Any) -> Pruner:
+    """Prune `model` at once to the `sparsity` config's final sparsity (random-weight benchmarks, tests)."""
+    pruner = build_pruner(model, cfg)
+    pruner.prune(pruner.schedule.final)
+    pruner.apply()
+    model.sparsity = pruner.describe()
+    return pruner

@@ -153,7 +153,7 @@ INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x
     case n: dense_active_chunk(m, dtype, x, y, active, count, first, n); break;
 
 /* A dense matrix (values column-major, [cols][rows padded]) over the non-zero entries of x only. */
-INLINE void dense_active(const sparse_matrix *m, int dtype, const float *x, float *y, int32_t *active) {
+INLINE int dense_active(const sparse_matrix *m, int dtype, const float *x, float *y, int32_t *active) {
     int count = 0;
     for (int j = 0; j < m->cols; j++) {
         active[count] = j;
@@ -167,23 +167,26 @@ INLINE void dense_active(const sparse_matrix *m, int dtype, const float *x, floa
             CHUNK_CASE(15) CHUNK_CASE(16)
         }
     }
+    return count;
 }
 
 #define BY_DTYPE(call_f32, call_bf16, call_f16) \
     (m->dtype == WEIGHT_F16 ? (call_f16) : m->dtype == WEIGHT_BF16 ? (call_bf16) : (call_f32))
 
 /* y = W x (+ bias) for a block-sparse matrix; y has W's padded rows, x W's columns. `active` is
- * scratch for W's cols int32 values. */
-static void sparse_matvec(const sparse_matrix *m, const float *x, float *y, int32_t *active) {
+ * scratch for W's cols int32 values. Returns the inputs read: the non-zero ones for a dense matrix,
+ * else all columns. */
+static int sparse_matvec(const sparse_matrix *m, const float *x, float *y, int32_t *active) {
     if (m->block_rows == 16 && m->block_cols == 1 && m->dense)
-        BY_DTYPE(dense_active(m, WEIGHT_F32, x, y, active), dense_active(m, WEIGHT_BF16, x, y, active),
-                 dense_active(m, WEIGHT_F16, x, y, active));
-    else if (m->block_rows == 16 && m->block_cols == 1)
+        return BY_DTYPE(dense_active(m, WEIGHT_F32, x, y, active), dense_active(m, WEIGHT_BF16, x, y, active),
+                        dense_active(m, WEIGHT_F16, x, y, active));
+    if (m->block_rows == 16 && m->block_cols == 1)
         BY_DTYPE(spmv_16x1(m, WEIGHT_F32, x, y), spmv_16x1(m, WEIGHT_BF16, x, y), spmv_16x1(m, WEIGHT_F16, x, y));
     else if (m->block_rows == 4 && m->block_cols == 4)
         BY_DTYPE(spmv_4x4(m, WEIGHT_F32, x, y), spmv_4x4(m, WEIGHT_BF16, x, y), spmv_4x4(m, WEIGHT_F16, x, y));
     else
         spmv_generic(m, m->dtype, x, y);
+    return m->cols;
 }
 
 /* The loops' activations over an array, for the tests that bound their error. */
@@ -237,8 +240,9 @@ INLINE int draw_sample(const float *logits, int classes, float uniform, double t
 
 /* The dual-softmax WaveRNN loop of kern_wavernn.h over block-sparse matrices, one stream at a time
  * (a sparse product gains nothing from sharing its reads between streams the way a dense one does).
- * gru_rows is shared with the dense loop, so the gate arithmetic is the same code. */
-static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_job *job) {
+ * gru_rows is shared with the dense loop, so the gate arithmetic is the same code. inputs_read[0]
+ * and [1] accumulate the inputs O2 and O4 read (fewer than their columns when packed dense). */
+static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_job *job, int64_t *inputs_read) {
     const wavernn_weights *w = &sw->base;
     const int T = job->steps, H = w->hidden, half = w->half, H3 = 3 * H;
     const int Kc = w->coarse_classes, Kf = w->fine_classes, fine_bits = w->fine_bits, width = job->logits_width;
@@ -270,14 +274,14 @@ static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_jo
             gru_rows(w, cond, up, c_prev, f_prev, 0.0f, gh, h, h_new, 0, half);
             sparse_matvec(&sw->O1, h_new, o, active);
             relu(o, (int)(n_o - PACK_ROWS));
-            sparse_matvec(&sw->O2, o, lc, active);
+            inputs_read[0] += sparse_matvec(&sw->O2, o, lc, active);
             const int64_t coarse = job->forced ? job->forced[at] >> fine_bits
                                                : draw_sample(lc, Kc, job->noise[2 * at], job->temperature, scratch, cdf);
             const float c_now = (float)coarse * coarse_step - 1.0f;
             gru_rows(w, cond, up, c_prev, f_prev, c_now, gh, h, h_new, half, H);
             sparse_matvec(&sw->O3, h_new + half, o, active);
             relu(o, (int)(n_o - PACK_ROWS));
-            sparse_matvec(&sw->O4, o, lf, active);
+            inputs_read[1] += sparse_matvec(&sw->O4, o, lf, active);
             const int64_t fine = job->forced ? job->forced[at] & (Kf - 1)
                                              : draw_sample(lf, Kf, job->noise[2 * at + 1], job->temperature, scratch, cdf);
             if (job->logits) {

@@ -96,10 +96,12 @@ typedef struct {
     void (*matvec)(const packed_matrix *w, const float *const *x, float *const *y, int streams);
     /* Returns 0, or -1 when scratch memory could not be allocated. */
     int (*wavernn_run)(const wavernn_weights *w, const wavernn_job *job);
-    /* y = W x (+ bias) for a block-sparse matrix; `active` is scratch for W's cols int32 values. */
-    void (*sparse_matvec)(const sparse_matrix *m, const float *x, float *y, int32_t *active);
-    /* The WaveRNN loop over block-sparse matrices (streams one after another). 0, or -1: no memory. */
-    int (*sparse_wavernn_run)(const sparse_wavernn_weights *w, const wavernn_job *job);
+    /* y = W x (+ bias) for a block-sparse matrix; `active` is scratch for W's cols int32 values.
+     * Returns the inputs read (a dense matrix skips the zero ones). */
+    int (*sparse_matvec)(const sparse_matrix *m, const float *x, float *y, int32_t *active);
+    /* The WaveRNN loop over block-sparse matrices (streams one after another); adds the inputs O2
+     * and O4 read to inputs_read[0..1]. 0, or -1: no memory. */
+    int (*sparse_wavernn_run)(const sparse_wavernn_weights *w, const wavernn_job *job, int64_t *inputs_read);
     /* out[i] = sigmoid (kind 0), tanh (1) or exp (2) of x[i] as the loops compute them (for tests). */
     void (*activation)(int kind, const float *x, float *out, size_t count);
 } kernel_table;

@@ -179,9 +179,10 @@ static PyObject *native_sparse_matvec(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKKK|z", &spec, &x, &y, &active, &isa) || !parse_sparse(spec, &m)) return NULL;
     const kernel_table *table = table_for(isa);
     if (!table) return NULL;
-    Py_BEGIN_ALLOW_THREADS table->sparse_matvec(&m, (const float *)(uintptr_t)x, (float *)(uintptr_t)y,
-                                                (int32_t *)(uintptr_t)active);
-    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+    int read;
+    Py_BEGIN_ALLOW_THREADS read = table->sparse_matvec(&m, (const float *)(uintptr_t)x, (float *)(uintptr_t)y,
+                                                       (int32_t *)(uintptr_t)active);
+    Py_END_ALLOW_THREADS return PyLong_FromLong(read);
 }
 
 static PyObject *native_sparse_wavernn_run(PyObject *self, PyObject *args) {
@@ -221,9 +222,10 @@ static PyObject *native_sparse_wavernn_run(PyObject *self, PyObject *args) {
     job.samples = (int64_t *)(uintptr_t)samples;
     job.logits = (float *)(uintptr_t)logits;
     int status;
-    Py_BEGIN_ALLOW_THREADS status = table->sparse_wavernn_run(&sw, &job);
+    int64_t inputs_read[2] = {0, 0};
+    Py_BEGIN_ALLOW_THREADS status = table->sparse_wavernn_run(&sw, &job, inputs_read);
     Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return Py_BuildValue("(LL)", (long long)inputs_read[0], (long long)inputs_read[1]);
 }
 
 static PyObject *native_activation(PyObject *self, PyObject *args) {
@@ -248,9 +250,9 @@ static PyMethodDef native_methods[] = {
     {"wavernn_run", native_wavernn_run, METH_VARARGS,
      "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu.py)."},
     {"sparse_matvec", native_sparse_matvec, METH_VARARGS,
-     "sparse_matvec(matrix, x, y, active, isa=None): y = W x for a block-sparse matrix (engines/sparse_packing.py)."},
+     "sparse_matvec(matrix, x, y, active, isa=None) -> inputs read: y = W x, block-sparse (engines/sparse_packing.py)."},
     {"sparse_wavernn_run", native_sparse_wavernn_run, METH_VARARGS,
-     "sparse_wavernn_run(weights, job, isa=None): the WaveRNN loop over block-sparse matrices (engines/sparse_cpu.py)."},
+     "sparse_wavernn_run(weights, job, isa=None) -> (O2 inputs read, O4 inputs read): the Sparse WaveRNN loop."},
     {"activation", native_activation, METH_VARARGS,
      "activation(kind, x, out, count, isa=None): sigmoid (0), tanh (1) or exp (2) as the loops compute them."},
     {NULL, NULL, 0, NULL},

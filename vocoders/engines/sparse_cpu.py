@@ -16,13 +16,15 @@ precision (tests compare it with the reference engine on exactly those weights).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from ..models.base import VocoderModel
+from ..models.base import StepCost, VocoderModel
 from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
 from ..native import native_status
 from .base import Engine
@@ -139,6 +141,7 @@ class SparseCpuEngine(CpuEngine):
         self.threads = threads
         self.isa = os.environ.get("VOCODERS_ISA", "auto")
         self.packed = PackedSparseWaveRNN.from_model(model, dtype)
+        self._inputs_read = [0, 0, 0]  # O2 and O4 inputs read, steps run (the dense layers skip zero inputs)
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
@@ -150,6 +153,32 @@ class SparseCpuEngine(CpuEngine):
             return f"the model is not sparse (R has {sparsity:.0%} zeros; the sparse engine needs {MIN_SPARSITY:.0%})"
         return None
 
+    def input_fraction(self) -> dict[str, float]:
+        """Fraction of O2's and O4's inputs the runs so far read (the ReLU's non-zero outputs; 1 before any run)."""
+        o2, o4, steps = self._inputs_read
+        if steps == 0:
+            return {"O2": 1.0, "O4": 1.0}
+        return {"O2": o2 / (steps * self.model.out_hidden), "O4": o4 / (steps * self.model.out_hidden)}
+
+    def step_cost(self) -> StepCost:
+        """The model's step cost counting what this engine reads: the stored blocks and indices of the
+        sparse matrices, and of a dense O2 / O4 the columns of non-zero inputs, at the fraction the
+        runs so far measured."""
+        cost = self.model.step_cost()
+        names = {"R": "gru_weight_hh", "O1": "O1", "O2": "O2", "O3": "O3", "O4": "O4"}
+        kept, index_bytes, read = {}, 0, self.input_fraction()
+        for short, m in self.packed.matrices().items():
+            if not m.dense:
+                kept[names[short]] = m.stored_weights
+                index_bytes += (m.block_col.numel() + m.group_start.numel()) * 4
+            elif short in read:
+                kept[short] = round(m.rows * m.cols * read[short])
+        notes = (
+            f"{cost.notes}; sparse matrices count their stored blocks plus int32 indices; dense O2/O4 count "
+            f"the columns of non-zero inputs (measured fractions {read['O2']:.3f}, {read['O4']:.3f})"
+        )
+        return dataclasses.replace(cost, kept=kept, index_bytes=index_bytes, notes=notes)
+
     def _run(self, projected, noise, forced, samples, logits, temperature: float) -> None:
         """Split the streams over the workers and run the native sparse loop on each share."""
         batch, frames, _ = projected.shape
@@ -158,6 +187,7 @@ class SparseCpuEngine(CpuEngine):
         bounds = [round(i * batch / workers) for i in range(workers + 1)]
         weights = self.packed.spec(self.model)
         width = 0 if logits is None else logits.shape[-1]
+        lock = threading.Lock()
 
         def address(tensor: torch.Tensor | None, first: int) -> int:
             if tensor is None:
@@ -177,7 +207,11 @@ class SparseCpuEngine(CpuEngine):
                 address(logits, first),
                 float(temperature),
             )
-            self.native.sparse_wavernn_run(weights, job, self.isa)
+            o2, o4 = self.native.sparse_wavernn_run(weights, job, self.isa)
+            with lock:
+                self._inputs_read[0] += o2
+                self._inputs_read[1] += o4
+                self._inputs_read[2] += (last - first) * steps
 
         if workers == 1:
             share(0, batch)

@@ -21,7 +21,7 @@ engine that follows the order draws the same samples. Models with P = 1 keep the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -45,25 +45,36 @@ class StepCost:
         (gate nonlinearities, interpolation, conditioning work amortised per step).
     samples_per_step: samples one step yields per stream (Subscale WaveRNN: B).
     notes: what was counted and what was left out, for the benchmark's JSON.
+    kept: for sparse matrices, the weights actually stored and read per step (name -> count; the
+        others count rows * cols).
+    index_bytes: bytes of sparse indices read per step.
     """
 
     matrices: dict[str, tuple[int, int]]
     other_flops: float = 0.0
     samples_per_step: int = 1
     notes: str = ""
+    kept: dict[str, int] = field(default_factory=dict)
+    index_bytes: int = 0
+
+    def weights(self, name: str) -> int:
+        """Weights of matrix `name` read per step."""
+        rows, cols = self.matrices[name]
+        return self.kept.get(name, rows * cols)
 
     def weight_bytes(self, dtype: str = "float32") -> int:
-        """Bytes of weights read per step when stored as `dtype` (float32, bfloat16, float16, int8)."""
+        """Bytes of weights (and sparse indices) read per step when stored as `dtype`."""
         if dtype not in WEIGHT_DTYPE_BYTES:
             raise ValueError(f"unknown weight dtype {dtype!r}; known: {', '.join(WEIGHT_DTYPE_BYTES)}")
         size = WEIGHT_DTYPE_BYTES[dtype]
         scales = 4 if dtype == "int8" else 0
-        return sum(rows * cols * size + rows * scales for rows, cols in self.matrices.values())
+        values = sum(self.weights(name) * size + rows * scales for name, (rows, _) in self.matrices.items())
+        return values + self.index_bytes
 
     @property
     def flops(self) -> float:
         """Floating-point operations per stream per step (a multiply-add counts 2)."""
-        return float(sum(2 * rows * cols for rows, cols in self.matrices.values())) + self.other_flops
+        return float(sum(2 * self.weights(name) for name in self.matrices)) + self.other_flops
 
 
 class VocoderModel(nn.Module, ABC):
