@@ -94,26 +94,36 @@ INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *
     }
 }
 
-/* 4x4 blocks: a group is 4 rows. Lanes 4c..4c+3 of a block hold column c's four rows, so the four
- * activations are spread to [x0 x0 x0 x0 x1 ...] and the four column partial sums added at the end. */
+/* One 4x4 group (4 rows): lanes 4c..4c+3 of a block hold column c's four rows, so the block's four
+ * activations are spread to [x0 x0 x0 x0 x1 ...]; the result keeps the four columns' partial sums. */
+INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) {
+    int b = m->group_start[g];
+    const int end = m->group_start[g + 1];
+    v16f a0 = vsplat(0.0f), a1 = a0;
+    for (; b + 2 <= end; b += 2) {
+        a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
+        a1 += block_values(m->values, dtype, b + 1) * spread4(x + m->block_col[b + 1]);
+    }
+    if (b < end) a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
+    return a0 + a1;
+}
+
+/* 4x4 blocks, four groups (16 rows) at a time: their partial sums fold into one vector of 16 outputs
+ * with four shuffles. */
 INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y) {
-    const int groups = padded_rows(m->rows) / 4;
-    for (int g = 0; g < groups; g++) {
-        int b = m->group_start[g];
-        const int end = m->group_start[g + 1];
-        v16f a0 = vsplat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        for (; b + 4 <= end; b += 4) {
-            a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
-            a1 += block_values(m->values, dtype, b + 1) * spread4(x + m->block_col[b + 1]);
-            a2 += block_values(m->values, dtype, b + 2) * spread4(x + m->block_col[b + 2]);
-            a3 += block_values(m->values, dtype, b + 3) * spread4(x + m->block_col[b + 3]);
-        }
-        for (; b < end; b++) a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
-        v16f a = (a0 + a1) + (a2 + a3);
-        for (int r = 0; r < 4; r++) {
-            float v = (a[r] + a[4 + r]) + (a[8 + r] + a[12 + r]);
-            y[4 * g + r] = m->bias ? v + m->bias[4 * g + r] : v;
-        }
+    const int quads = padded_rows(m->rows) / 16;
+    const v16i low8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const v16i high8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    const v16i low4 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    const v16i high4 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+    for (int q = 0; q < quads; q++) {
+        v16f a0 = group_4x4(m, dtype, x, 4 * q), a1 = group_4x4(m, dtype, x, 4 * q + 1);
+        v16f a2 = group_4x4(m, dtype, x, 4 * q + 2), a3 = group_4x4(m, dtype, x, 4 * q + 3);
+        v16f s01 = __builtin_shuffle(a0, a1, low8) + __builtin_shuffle(a0, a1, high8); /* 2 columns each */
+        v16f s23 = __builtin_shuffle(a2, a3, low8) + __builtin_shuffle(a2, a3, high8);
+        v16f out = __builtin_shuffle(s01, s23, low4) + __builtin_shuffle(s01, s23, high4); /* 4 rows each */
+        if (m->bias) out += vload(m->bias + 16 * q);
+        vstore(y + 16 * q, out);
     }
 }
 
