@@ -13,19 +13,19 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 PHASE=${1:?usage: $0 sparse|dense [OUT_DIR] [MAX_STEPS] [SECONDS]}
 OUT=${2:-runs/sparse_vs_dense}
-STEPS=${3:-4000}
+STEPS=${3:-2400}
 LIMIT=${4:-2400}
 DATA=${DATA:-../shared/data/cs-male-22k/metadata.csv}
 COMMON=(
-  data.path="$DATA" device=cpu trainer.threads=2 trainer.progress=false
+  data.path="$DATA" device=cpu trainer.threads=1 trainer.progress=false
   model.out_hidden=64 data.batch_size=16 data.segment_frames=2 optim.lr=1e-3
-  trainer.val_every=500 trainer.checkpoint_every=500 trainer.log_every=100 trainer.val_audio_seconds=1
+  trainer.val_every=300 trainer.checkpoint_every=300 trainer.log_every=100 trainer.val_audio_seconds=1
   trainer.keep_checkpoints=20
 )
 if [ "$PHASE" = sparse ]; then
 timeout "$LIMIT" "$PY" -m vocoders.train recipe=sparse_wavernn name=tradeoff_sparse run_dir="$OUT/sparse" \
   model.hidden_size=256 trainer.max_steps="$STEPS" \
-  sparsity.final_sparsity=0.65 sparsity.start_step=200 sparsity.duration=2000 sparsity.prune_every=50 \
+  sparsity.final_sparsity=0.65 sparsity.start_step=100 sparsity.duration=800 sparsity.prune_every=25 \
   "sparsity.targets=[gru_hh,gru_ih,O1,O3]" "${COMMON[@]}" || echo "sparse run stopped by the time limit"
 exit 0
 fi
