@@ -162,6 +162,7 @@ def test_training_run_prunes_on_schedule_and_resumes_its_masks(tmp_path):
         masks = ckpt.extras["mask"]
         for name, mask in masks.items():
             assert (ckpt.tensors[name][~mask] == 0).all(), f"step {step}: pruned {name} weights moved"
+            assert (ckpt.extras["ema"][name][~mask] == 0).all(), f"step {step}: pruned {name} averaged weights"
         densities.append(ckpt.meta["sparsity"]["density"]["gru_hh.u"])
         if step == 5:  # after the resume, before the next pruning: the saved masks, unchanged
             assert all(torch.equal(masks[n], ckpt4.extras["mask"][n]) for n in masks)
