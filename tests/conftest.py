@@ -54,7 +54,24 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture
-def tiny_checkpoint(tmp_path, tiny_wavernn):
+def tiny_wavenet(mel_config):
+    from vocoders.models import WaveNet
+
+    torch.manual_seed(0)
+    return WaveNet(
+        mel=mel_config.to_dict(), layers=6, cycles=2, residual_channels=8, gate_channels=12, skip_channels=8,
+        head_channels=16, cond_channels=8, cond_blocks=1,
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture(params=["wavernn", "wavenet"])
+def tiny_model(request):
+    """Each model family in a tiny size, for the tests every model must pass."""
+    return request.getfixturevalue(f"tiny_{request.param}")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
     from vocoders.checkpoint import save_checkpoint
 
-    return save_checkpoint(tmp_path / "tiny.safetensors", tiny_wavernn, step=7)
+    return save_checkpoint(tmp_path / "tiny.safetensors", tiny_model, step=7)

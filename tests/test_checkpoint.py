@@ -17,13 +17,14 @@ from vocoders.checkpoint import (
 )
 
 
-def test_round_trip(tiny_checkpoint, tiny_wavernn):
+def test_round_trip(tiny_checkpoint, tiny_model):
     ckpt = read_checkpoint(tiny_checkpoint)
-    assert ckpt.model_name == "wavernn" and ckpt.step == 7
-    assert ckpt.model_kwargs == tiny_wavernn.kwargs
-    assert ckpt.mel == tiny_wavernn.mel_config.to_dict()
+    assert ckpt.model_name == tiny_model.name and ckpt.step == 7
+    assert ckpt.model_kwargs == tiny_model.kwargs
+    assert ckpt.mel == tiny_model.mel_config.to_dict()
     model = model_from_checkpoint(ckpt)
-    for name, value in tiny_wavernn.state_dict().items():
+    assert type(model) is type(tiny_model)
+    for name, value in tiny_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value)
 
 

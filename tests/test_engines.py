@@ -30,12 +30,12 @@ def test_noise_is_reproducible():
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
-def test_every_engine_matches_the_reference(tiny_wavernn, name):
+def test_every_engine_matches_the_reference(tiny_model, name):
     """Same weights and noise: the same samples; teacher forcing: the parallel pass's logits."""
-    model = tiny_wavernn
+    model = tiny_model
     reason = ENGINES[name].available(model, "cpu")
     if reason is not None:
-        pytest.skip(f"{name}: {reason}")  # device engines have their own tests (test_engine_cuda.py)
+        pytest.skip(f"{name} cannot run {model.name}: {reason}")  # device engines: test_engine_cuda.py
     mel = torch.randn(2, 80, 2 + 2 * model.mel_context) - 5
     with torch.no_grad():
         cond = model.conditioning(mel)
@@ -53,15 +53,20 @@ def test_every_engine_matches_the_reference(tiny_wavernn, name):
     assert (engine.forced_logits(cond, reference) - parallel).abs().max() <= 1e-4
 
 
-def test_generation_is_deterministic_and_noise_driven(tiny_wavernn):
-    model = tiny_wavernn
+def test_auto_finds_an_engine_for_every_model(tiny_model):
+    assert make_engine("auto", tiny_model).available(tiny_model, "cpu") is None
+
+
+def test_generation_is_deterministic_and_noise_driven(tiny_model):
+    model = tiny_model
     cond = model.conditioning(torch.randn(1, 80, 1 + 2 * model.mel_context) - 5).detach()
     engine = make_engine("auto", model)
-    a = engine.generate(cond, draw_noise(1, 256, 2, seed=0))
-    b = engine.generate(cond, draw_noise(1, 256, 2, seed=0))
-    c = engine.generate(cond, draw_noise(1, 256, 2, seed=1))
+    per_step = model.noise_per_step
+    a = engine.generate(cond, draw_noise(1, 256, per_step, seed=0))
+    b = engine.generate(cond, draw_noise(1, 256, per_step, seed=0))
+    c = engine.generate(cond, draw_noise(1, 256, per_step, seed=1))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert a.min() >= 0 and a.max() < 65536
+    assert a.min() >= 0 and model.decode(a).abs().max() <= 1.0
 
 
 def test_engine_errors(tiny_wavernn):

@@ -110,15 +110,26 @@ class Vocoder:
         return self.mel_config.hop_length
 
     @torch.inference_mode()
-    def __call__(self, mel, seed: int | None = None, temperature: float = 1.0, source: str = "mel") -> torch.Tensor:
+    def __call__(
+        self, mel, seed: int | None = None, temperature: float = 1.0, source: str = "mel", speaker: int | None = None
+    ) -> torch.Tensor:
         """Vocode a log-mel.
 
         mel: [n_mels, frames] or [B, n_mels, frames] (numpy or torch), this checkpoint's contract.
+        speaker: the speaker id, for a multi-speaker checkpoint (global conditioning) only.
         Returns float32 audio on the CPU: [frames * hop] or [B, frames * hop], in [-1, 1].
         """
         single = getattr(mel, "ndim", 0) == 2
         mel = check_mel(mel, self.mel_config, source).to(self.device)
-        cond = self.model.conditioning(self.model.pad_mel(mel))
+        speakers = int(getattr(self.model, "speakers", 0))
+        if speaker is None and speakers:
+            raise ValueError(f"{source}: this vocoder is multi-speaker; pass a speaker id in 0..{speakers - 1}")
+        if speaker is not None and not speakers:
+            raise ValueError(f"{source}: this vocoder has no speaker embedding; do not pass a speaker id")
+        if speaker is not None and not 0 <= int(speaker) < speakers:
+            raise ValueError(f"{source}: speaker id {speaker} is out of range 0..{speakers - 1}")
+        padded = self.model.pad_mel(mel)
+        cond = self.model.conditioning(padded) if speaker is None else self.model.conditioning(padded, speaker=speaker)
         steps = self.model.num_samples(cond)
         noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
         audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fold batching: generate each input as a batch of SEGMENT-frame segments overlapping by OVERLAP "
         "frames, cross-faded on the decoded audio (e.g. --fold 40 4; faster, slightly different audio)",
     )
+    parser.add_argument("--speaker", type=int, default=None, help="speaker id, for multi-speaker checkpoints only")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
@@ -85,7 +86,7 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def vocode_file(vocoder, path: Path, seed: int, temperature: float) -> torch.Tensor:
+def vocode_file(vocoder, path: Path, seed: int, temperature: float, speaker: int | None = None) -> torch.Tensor:
     """Audio [samples] for one input file."""
     if path.suffix.lower() in AUDIO_EXTENSIONS:
         audio, _ = read_audio(path, vocoder.sample_rate)
@@ -96,7 +97,7 @@ def vocode_file(vocoder, path: Path, seed: int, temperature: float) -> torch.Ten
         mel = read_mel_file(path)
         if getattr(mel, "ndim", 0) != 2:
             raise ValueError(f"{path}: mel must be [n_mels, frames], got shape {tuple(mel.shape)}")
-    return vocoder(mel, seed=seed, temperature=temperature, source=str(path))
+    return vocoder(mel, seed=seed, temperature=temperature, source=str(path), speaker=speaker)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     written = 0
     for path, relative in tqdm(jobs, desc="vocoding", unit="file", disable=args.no_progress or not jobs):
         try:
-            audio = vocode_file(vocoder, path, args.seed, args.temperature)
+            audio = vocode_file(vocoder, path, args.seed, args.temperature, args.speaker)
             write_wav(args.output / relative, audio, vocoder.sample_rate)
             written += 1
         except KeyboardInterrupt:

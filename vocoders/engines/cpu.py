@@ -92,10 +92,20 @@ class PackedWaveRNN:
 
 
 class CpuEngine(Engine):
-    """WaveRNN sampled by the compiled loop; `threads` workers for batches (default: torch's thread count)."""
+    """WaveRNN sampled by the compiled loop; `threads` workers for batches (default: torch's thread count).
+
+    Other model families have their own compiled loop under the same name: constructing a CpuEngine
+    for one of them returns that family's engine (see `family_engine`).
+    """
 
     name = "cpu"
     dtypes = ("float32", "bfloat16", "int8")
+
+    def __new__(cls, model: VocoderModel, *args, **kwargs):
+        family = family_engine(model) if cls is CpuEngine else None
+        if family is not None:
+            return family(model, *args, **kwargs)  # not a CpuEngine, so CpuEngine.__init__ does not run
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -115,6 +125,9 @@ class CpuEngine(Engine):
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        family = family_engine(model) if cls is CpuEngine else None
+        if family is not None:
+            return family.available(model, device)
         if torch.device(device).type != "cpu":
             return "it runs on the CPU only"
         if not isinstance(model, WaveRNN) or type(model).step is not WaveRNN.step:
@@ -212,3 +225,12 @@ class CpuEngine(Engine):
             except BaseException:
                 stop.set()
                 raise
+
+
+def family_engine(model: VocoderModel) -> type[Engine] | None:
+    """The 'cpu' engine of a model family that has its own compiled loop (None: WaveRNN's, this file)."""
+    if model.name == "wavenet":
+        from .cpu_wavenet import WaveNetCPUEngine
+
+        return WaveNetCPUEngine
+    return None

@@ -6,9 +6,10 @@ from typing import Any
 
 from .base import VocoderModel
 from .subscale import SubscaleWaveRNN
+from .wavenet import WaveNet
 from .wavernn import WaveRNN
 
-MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveRNN, SubscaleWaveRNN)}
+MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveNet, WaveRNN, SubscaleWaveRNN)}
 
 
 def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -> VocoderModel:
@@ -18,4 +19,4 @@ def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -
     return MODELS[name](mel=mel, **kwargs)
 
 
-__all__ = ["MODELS", "SubscaleWaveRNN", "VocoderModel", "WaveRNN", "build_model"]
+__all__ = ["MODELS", "SubscaleWaveRNN", "VocoderModel", "WaveNet", "WaveRNN", "build_model"]
