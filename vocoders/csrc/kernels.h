@@ -88,6 +88,30 @@ typedef struct {
     sparse_matrix R, O1, O2, O3, O4;
 } sparse_wavernn_weights;
 
+/* WaveNet weights (see vocoders/models/wavenet.py and vocoders/engines/cpu_wavenet.py). */
+typedef struct {
+    int layers, kernel, residual, gate, skip, head, classes, taps, hop;
+    int64_t silence;                   /* class fed back before the first sample */
+    const int64_t *dilations;          /* [layers] */
+    const packed_matrix *dilated;      /* [layers]: [G, kernel * R], columns tap-major (oldest tap first), no bias */
+    const packed_matrix *out;          /* [layers]: [R + S, G / 2], residual rows then skip rows, with bias */
+    packed_matrix head1, head2;        /* [H, S] and [classes, H], with biases */
+    const float *embedding;            /* [classes][R] */
+    const float *upsample;             /* [hop][taps] the upsampler's weights */
+} wavenet_weights;
+
+/* One call: `streams` independent streams stepped together for `steps` samples. */
+typedef struct {
+    int streams, steps, cond_frames, logits_width;
+    const float *local;     /* [streams][cond_frames][layers * G]: every layer's W_cond at frame rate */
+    const float *constant;  /* [streams][layers * G]: dilated bias + speaker projection */
+    const float *noise;     /* [streams][steps] uniform draws */
+    const int64_t *forced;  /* [streams][steps] classes fed back (teacher forcing) or NULL */
+    int64_t *samples;       /* [streams][steps] out */
+    float *logits;          /* [streams][steps][logits_width] out, or NULL */
+    double temperature;
+} wavenet_job;
+
 typedef struct {
     const char *name;
     /* Sum of `count` floats read `reps` times (the benchmark's read-bandwidth probe). */
@@ -104,6 +128,7 @@ typedef struct {
     int (*sparse_wavernn_run)(const sparse_wavernn_weights *w, const wavernn_job *job, int64_t *inputs_read);
     /* out[i] = sigmoid (kind 0), tanh (1) or exp (2) of x[i] as the loops compute them (for tests). */
     void (*activation)(int kind, const float *x, float *out, size_t count);
+    int (*wavenet_run)(const wavenet_weights *w, const wavenet_job *job);
 } kernel_table;
 
 extern const kernel_table kernels_portable;

@@ -15,8 +15,9 @@
 #include "kern_matvec.h"
 #include "kern_wavernn.h"
 #include "kern_sparse.h"
+#include "kern_wavenet.h"
 
-const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation};
+const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation, wavenet_run};
 
 #if defined(__clang__)
 #pragma clang attribute pop

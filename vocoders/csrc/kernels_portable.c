@@ -7,5 +7,6 @@
 #include "kern_matvec.h"
 #include "kern_wavernn.h"
 #include "kern_sparse.h"
+#include "kern_wavenet.h"
 
-const kernel_table kernels_portable = {"portable", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation};
+const kernel_table kernels_portable = {"portable", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation, wavenet_run};

@@ -5,6 +5,7 @@
  *   simd.h               16-lane vector types and float math (GCC/clang vector extensions)
  *   kern_matvec.h        dense kernels: read-bandwidth probe, packed matrix-vector products
  *   kern_wavernn.h       the WaveRNN sampling loop
+ *   kern_wavenet.h       the WaveNet sampling loop (ring buffers per layer)
  *   kern_sparse.h        block-sparse products, the fast draw, the Sparse WaveRNN loop
  *   kernels_<isa>.c      compile the kern_*.h bodies for one instruction set (portable, avx2, avx512)
  *   module.c             this file: CPU detection, table choice, Python bindings
@@ -241,6 +242,72 @@ static PyObject *native_activation(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
+/* A tuple of packed-matrix specs -> a malloc'ed array (NULL and a Python error on failure). */
+static packed_matrix *parse_matrices(PyObject *specs, int count) {
+    if (!PyTuple_Check(specs) || PyTuple_GET_SIZE(specs) != count) {
+        PyErr_Format(PyExc_ValueError, "expected a tuple of %d packed matrices", count);
+        return NULL;
+    }
+    packed_matrix *out = (packed_matrix *)calloc((size_t)count, sizeof(packed_matrix));
+    if (!out) return (packed_matrix *)PyErr_NoMemory();
+    for (int i = 0; i < count; i++) {
+        PyObject *spec = PyTuple_GET_ITEM(specs, i);
+        if (!PyTuple_Check(spec) || !parse_matrix(spec, &out[i])) {
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *native_wavenet_run(PyObject *self, PyObject *args) {
+    PyObject *dilated, *out, *head1, *head2;
+    unsigned long long dilations, embedding, upsample, local, constant, noise, forced, samples, logits;
+    long long silence;
+    const char *isa = NULL;
+    wavenet_weights w;
+    wavenet_job job;
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiiLKO!O!O!O!KK)(iiiiKKKKKKd)|z", &w.layers, &w.kernel, &w.residual, &w.gate,
+                          &w.skip, &w.head, &w.classes, &w.taps, &w.hop, &silence, &dilations, &PyTuple_Type, &dilated,
+                          &PyTuple_Type, &out, &PyTuple_Type, &head1, &PyTuple_Type, &head2, &embedding, &upsample,
+                          &job.streams, &job.steps, &job.cond_frames, &job.logits_width, &local, &constant, &noise,
+                          &forced, &samples, &logits, &job.temperature, &isa))
+        return NULL;
+    if (w.layers < 1 || w.kernel < 2 || w.residual < 1 || w.gate < 2 || w.gate % 2 || w.skip < 1 || w.head < 1 ||
+        w.classes < 2 || silence < 0 || silence >= w.classes || w.hop < 1 || w.taps < 1 || job.streams < 1 ||
+        job.steps < 0 || job.steps > (job.cond_frames - w.taps + 1) * w.hop)
+        return PyErr_Format(PyExc_ValueError, "wavenet_run: inconsistent sizes, streams, steps, frames or taps");
+    if (!parse_matrix(head1, &w.head1) || !parse_matrix(head2, &w.head2)) return NULL;
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    packed_matrix *dilated_m = parse_matrices(dilated, w.layers);
+    if (!dilated_m) return NULL;
+    packed_matrix *out_m = parse_matrices(out, w.layers);
+    if (!out_m) {
+        free(dilated_m);
+        return NULL;
+    }
+    w.silence = silence;
+    w.dilations = (const int64_t *)(uintptr_t)dilations;
+    w.dilated = dilated_m;
+    w.out = out_m;
+    w.embedding = (const float *)(uintptr_t)embedding;
+    w.upsample = (const float *)(uintptr_t)upsample;
+    job.local = (const float *)(uintptr_t)local;
+    job.constant = (const float *)(uintptr_t)constant;
+    job.noise = (const float *)(uintptr_t)noise;
+    job.forced = (const int64_t *)(uintptr_t)forced;
+    job.samples = (int64_t *)(uintptr_t)samples;
+    job.logits = (float *)(uintptr_t)logits;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = table->wavenet_run(&w, &job);
+    Py_END_ALLOW_THREADS free(dilated_m);
+    free(out_m);
+    if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+
 static PyMethodDef native_methods[] = {
     {"isas", native_isas, METH_NOARGS, "isas() -> instruction sets this CPU runs, best first."},
     {"read_sum", native_read_sum, METH_VARARGS,
@@ -255,6 +322,8 @@ static PyMethodDef native_methods[] = {
      "sparse_wavernn_run(weights, job, isa=None) -> (O2 inputs read, O4 inputs read): the Sparse WaveRNN loop."},
     {"activation", native_activation, METH_VARARGS,
      "activation(kind, x, out, count, isa=None): sigmoid (0), tanh (1) or exp (2) as the loops compute them."},
+    {"wavenet_run", native_wavenet_run, METH_VARARGS,
+     "wavenet_run(weights, job, isa=None): the WaveNet sampling loop (see vocoders/engines/cpu_wavenet.py)."},
     {NULL, NULL, 0, NULL},
 };
 

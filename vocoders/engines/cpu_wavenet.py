@@ -172,14 +172,20 @@ class WaveNetCPUEngine(Engine):
     name = "cpu"
     dtypes = ("float32", "float16", "bfloat16", "int8")
 
-    def __init__(self, model: VocoderModel, device: torch.device | str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self, model: VocoderModel, device: torch.device | str = "cpu", dtype: str = "float32", backend: str = "auto"
+    ) -> None:
         reason = self.available(model, device)
         if reason is not None:
             raise RuntimeError(f"engine {self.name!r} cannot run {model.name}: {reason}")
-        if dtype not in self.dtypes:
-            raise ValueError(f"engine {self.name!r} stores weights as {', '.join(self.dtypes)}, not {dtype!r}")
-        super().__init__(model, device)
-        self.dtype = dtype
+        super().__init__(model, device, dtype)
+        from ..native import native_status
+        from .wavenet_native import NativeWaveNet
+
+        if backend == "auto":
+            backend = "native" if native_status()[0] is not None and dtype != "float16" else "numba"
+        self.backend = backend
+        self.native = NativeWaveNet(model, dtype) if backend == "native" else None
         self.pack()
 
     @classmethod
@@ -214,6 +220,15 @@ class WaveNetCPUEngine(Engine):
         m = self.model
         with torch.no_grad():
             local, constant = m.layer_projections(cond.to(torch.float32).cpu())
+        if self.native is not None:
+            batch, steps = noise.shape[0], m.num_samples(cond)
+            samples = torch.empty(batch, steps, dtype=torch.long)
+            logits = torch.empty(batch, steps, m.classes) if record_logits else None
+            self.native.run(
+                local.detach().contiguous(), constant.detach().contiguous(), torch.from_numpy(noise),
+                None if forced is None else torch.from_numpy(forced), samples, logits, temperature,
+            )  # fmt: skip
+            return samples, (logits if logits is not None else torch.empty(batch, 0, m.classes))
         local = local.detach().contiguous().numpy()
         constant = constant.detach().contiguous().numpy()
         batch, steps = noise.shape[0], m.num_samples(cond)
