@@ -11,9 +11,9 @@ inside that environment, where one process builds both models with the same arch
 cycles, kernel size, residual / gate / skip channels, 80-bin mel conditioning) and copies our
 random weights into the peer where the layers correspond, and times generation of the same mel,
 the two in turn. It prints one JSON object: samples/s of each engine and weight dtype, the peer's,
-the ratios, each dtype's floor (weight bytes over the measured read bandwidth of a buffer of that
-size, or FLOPs over the measured single-thread matrix rate, whichever is slower), and the effect of
-reduced-precision weights on teacher-forced logits.
+the ratios, each dtype's floor (`vocoders.perf.speed_floor`: weight bytes over the measured read
+bandwidth of a buffer of that size, or FLOPs over the measured single-thread matrix rate, whichever
+is slower), and the effect of reduced-precision weights on teacher-forced logits.
 
 The two models are not the same function: the peer conditions through transposed convolutions on
 the mel and scales skips differently; the per-sample work of the autoregressive loop is the same.
@@ -159,37 +159,6 @@ def best_time(run, repeats: int) -> float:
     return best
 
 
-def read_bandwidth(nbytes: int) -> float:
-    """Single-thread read bandwidth (bytes/s) of a buffer of `nbytes`, read over and over."""
-    import numpy as np
-    from numba import njit
-
-    @njit(fastmath=True)
-    def read(buffer, rounds):
-        total = np.float32(0.0)
-        for _ in range(rounds):
-            for i in range(buffer.shape[0]):
-                total += buffer[i]
-        return total
-
-    buffer = np.ones(max(1024, nbytes // 4), np.float32)
-    rounds = max(1, int(2e8 // buffer.nbytes))
-    read(buffer, 1)
-    seconds = best_time(lambda: read(buffer, rounds), 5)
-    return buffer.nbytes * rounds / seconds
-
-
-def matrix_rate() -> float:
-    """FLOP/s of a single-thread float32 1024 x 1024 matrix product."""
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    torch.mm(a, b)
-    calls = 20
-    seconds = best_time(lambda: [torch.mm(a, b) for _ in range(calls)], 3) / calls
-    return 2 * 1024**3 / seconds
-
-
 def logit_effect(model, engines, mel, audio) -> dict:
     """Teacher-forced logits of each reduced-precision engine against the float32 parallel pass."""
     import torch
@@ -221,6 +190,8 @@ def compare(args) -> dict:
 
     from vocoders.engines import make_engine
     from vocoders.engines.cpu_wavenet import WaveNetCPUEngine
+    from vocoders.native import native_status
+    from vocoders.perf import speed_floor
     from vocoders.sampling import draw_noise
 
     torch.set_num_threads(1)
@@ -244,28 +215,28 @@ def compare(args) -> dict:
         "samples": {"ours": steps, "peer_and_reference": short_steps},
         "engines": {},
     }
-    rates = {"matrix_flops": matrix_rate()}
-    flops = 2 * sum(w.numel() for w in (ours.dilated_weight, ours.out_weight, ours.head1.weight, ours.head2.weight))
-    engines = {}
-    for dtype in WaveNetCPUEngine.dtypes:
-        engine = WaveNetCPUEngine(ours, dtype=dtype)
-        engine.generate(cond[:, : 1 + 2 * ours.upsample_context], noise[:, : ours.hop_length])  # compile, touch
-        seconds = best_time(lambda engine=engine: engine.generate(cond, noise), args.repeats)
-        nbytes = engine.weight_bytes()
-        bandwidth = read_bandwidth(nbytes)
-        memory, compute = nbytes / bandwidth, flops / rates["matrix_flops"]
-        floor = 1.0 / max(memory, compute)
-        speed = steps / seconds
-        record["engines"][f"cpu/{dtype}"] = {
-            "samples_per_second": round(speed, 1),
-            "real_time_factor": round(seconds / (steps / ours.sample_rate), 4),
-            "weight_bytes_per_sample": nbytes,
-            "read_bandwidth_GBps": round(bandwidth / 1e9, 2),
-            "floor_samples_per_second": round(floor, 1),
-            "floor_bound": "memory" if memory >= compute else "compute",
-            "fraction_of_floor": round(speed / floor, 3),
-        }
-        engines[dtype] = engine
+    backends = ["native"] if native_status()[0] is not None else []
+    backends.append("numba")
+    rates: dict = {}
+    float32_engines = {}
+    for backend in backends:
+        for dtype in WaveNetCPUEngine.dtypes:
+            engine = WaveNetCPUEngine(ours, dtype=dtype, backend=backend)
+            engine.generate(cond[:, : 1 + 2 * ours.upsample_context], noise[:, : ours.hop_length])  # compile, touch
+            seconds = best_time(lambda engine=engine: engine.generate(cond, noise), args.repeats)
+            floor = speed_floor(ours.step_cost(), dtype, 1, 1, "cpu", rates)
+            speed = steps / seconds
+            record["engines"][f"cpu/{backend}/{dtype}"] = {
+                "samples_per_second": round(speed, 1),
+                "real_time_factor": round(seconds / (steps / ours.sample_rate), 4),
+                "weight_bytes_per_sample": engine.weight_bytes(),
+                "floor_samples_per_second": floor["samples_per_second"],
+                "floor_bound": floor["bound"],
+                "read_bandwidth_GBps": floor["read_bandwidth_GBps"],
+                "fraction_of_floor": round(speed / floor["samples_per_second"], 3),
+            }
+            if backend == backends[0]:
+                float32_engines[dtype] = engine
 
     reference = make_engine("reference", ours)
     seconds = best_time(lambda: reference.generate(cond[:, :short], noise[:, :short_steps]), 1)
@@ -282,17 +253,19 @@ def compare(args) -> dict:
     for entry in record["engines"].values():
         entry["speedup_over_peer"] = round(entry["samples_per_second"] / peer_speed, 1)
 
+    floor = speed_floor(ours.step_cost(), "float32", 1, 1, "cpu", rates)
     record["floor_inputs"] = {
-        "flops_per_sample": flops,
-        "matrix_GFLOPs_1_thread": round(rates["matrix_flops"] / 1e9, 1),
-        "bandwidth": "single-thread read of a buffer the size of the weights (the cache level they live in)",
-        "not_counted": "conditioning interpolation (L*G*taps MACs), gates, float64 sampling",
+        "flops_per_sample": floor["flops_per_step"],
+        "matrix_GFLOPs_1_thread": floor["matrix_GFLOPs"],
+        "bandwidth": floor["read_bandwidth_method"],
+        "derivation": floor["derivation"],
+        "notes": floor["notes"],
     }
-    reduced = {k: v for k, v in engines.items() if k != "float32"}
-    record["reduced_precision_logits"] = logit_effect(ours, {"float32": engines["float32"], **reduced}, mel, audio)
-    record["speed_of_float32_vs_reference_samples_equal"] = bool(
+    record["reduced_precision_logits"] = logit_effect(ours, float32_engines, mel, audio)
+    first = float32_engines["float32"]
+    record["float32_samples_equal_reference"] = bool(
         torch.equal(
-            engines["float32"].generate(cond[:, :short], noise[:, :short_steps]),
+            first.generate(cond[:, :short], noise[:, :short_steps]),
             reference.generate(cond[:, :short], noise[:, :short_steps]),
         )
     )

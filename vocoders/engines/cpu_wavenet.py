@@ -1,260 +1,94 @@
-"""Compiled CPU sampling of WaveNet: the whole autoregressive loop in one numba function.
+"""The 'cpu' engine for WaveNet: the whole autoregressive loop compiled, no Python per sample.
 
-Per sample the loop touches each layer's weights once (Fast WaveNet ring buffers, O(layers)) and
-runs no Python. Before the loop, PyTorch computes the conditioning of all layers at frame rate in
-one matrix product (`WaveNet.layer_projections`); the loop interpolates it per sample with the
-upsampler's kernel, which is exact because the upsampler is linear and shared across channels.
+Per sample the loop reads each layer's weights once (Fast WaveNet ring buffers, O(layers)). Before
+the loop, PyTorch computes the conditioning of all layers at frame rate in one matrix product
+(`WaveNet.layer_projections`); the loop interpolates it per sample with the upsampler's kernel,
+which is exact because the upsampler is linear and shared across channels.
 
-Packed layout (input-major, so every product runs over contiguous outputs):
-    dilated [L, k * R, G]   rows j * R .. j * R + R - 1: tap j (x_l[t - (k - 1 - j) d_l])
-    out     [L, G/2, R + S] residual columns first, then skip
-    scales  per output channel ([L, G] and [L, R + S]); ones unless weights are int8
-    head1 [S, H], head2 [H, classes]: always float32 (they set the logits directly)
-Ring buffers: one float32 array [sum_l (k - 1) d_l, R]; layer l owns rows offset_l ..
-offset_l + (k - 1) d_l - 1 and stores its input of step s in row offset_l + s mod (k - 1) d_l.
-
-Weight storage (`dtype`): float32 reproduces the reference engine; float16 and bfloat16 (round to
-nearest even) halve the bytes read per sample and int8 (symmetric, one float32 scale per output
-channel) quarters them; arithmetic and accumulation stay float32 either way.
+Two backends run the same loop: the C kernel of vocoders._native (csrc/kern_wavenet.h; AVX-512,
+AVX2 or portable code chosen at run time, several streams sharing each read of the weights) when
+the extension is built, else a numba function (wavenet_numba.py), which needs no compiler.
+Weight storage (`dtype`): float32 reproduces the reference engine; bfloat16 (round to nearest even)
+halves the bytes read per sample and int8 (symmetric, one float32 scale per output row) quarters
+them; arithmetic and accumulation stay float32 either way.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
-from numba import njit
 
 from ..models.base import VocoderModel
+from ..native import native_status
 from .base import Engine
-from .numba_ops import FASTMATH, accumulate, sample_inverse_cdf, sigmoid32, tanh32
 
-_SQRT_HALF = np.float32(math.sqrt(0.5))
-
-
-@njit(fastmath=FASTMATH, nogil=True, cache=True)
-def wavenet_loop(
-    embedding,  # [classes, R] f32
-    dilated,  # [L, k * R, G] f32 | i16 (f16 bits) | u16 (bf16 bits) | i8
-    dilated_scale,  # [L, G] f32
-    out_w,  # [L, G/2, R + S] like `dilated`
-    out_scale,  # [L, R + S] f32
-    out_bias,  # [L, R + S] f32
-    head1,  # [S, H] f32
-    head1_bias,  # [H] f32
-    head2,  # [H, C] f32
-    head2_bias,  # [C] f32
-    dilations,  # [L] int64
-    kernel,  # taps per dilated convolution
-    local,  # [F + 2u, L * G] f32 frame-rate layer conditioning
-    constant,  # [L * G] f32 bias + speaker projection
-    upsample,  # [hop, taps] f32 upsampler kernel
-    noise,  # [T] f32 uniform
-    temperature,
-    forced,  # [T] int64 classes to feed back, or [0] to sample
-    silence,  # class before the first sample
-    logits_out,  # [T, C] f32 to record logits, or [0, C]
-    samples_out,  # [T] int64
-):
-    layers = dilations.shape[0]
-    R = embedding.shape[1]
-    G = dilated.shape[2]
-    half = G // 2
-    RS = out_w.shape[2]
-    S = RS - R
-    H = head1.shape[1]
-    C = head2.shape[1]
-    hop = upsample.shape[0]
-    taps = upsample.shape[1]
-    steps = samples_out.shape[0]
-    skip_scale = np.float32(1.0 / math.sqrt(layers))
-
-    spans = (kernel - 1) * dilations
-    offsets = np.zeros(layers, np.int64)
-    for layer in range(1, layers):
-        offsets[layer] = offsets[layer - 1] + spans[layer - 1]
-    history = np.zeros((offsets[layers - 1] + spans[layers - 1], R), np.float32)
-
-    x = np.empty(R, np.float32)
-    a = np.empty(G, np.float32)
-    z = np.empty(half, np.float32)
-    o = np.empty(RS, np.float32)
-    skip = np.empty(S, np.float32)
-    hidden = np.empty(H, np.float32)
-    logits = np.empty(C, np.float32)
-    cdf = np.empty(C, np.float64)
-    previous = silence
-
-    for t in range(steps):
-        frame = t // hop
-        phase = t - frame * hop
-        for r in range(R):
-            x[r] = embedding[previous, r]
-        skip[:] = 0.0
-        for layer in range(layers):
-            d = dilations[layer]
-            span = spans[layer]
-            base = offsets[layer]
-            w = dilated[layer]
-            a[:] = 0.0
-            for j in range(kernel - 1):
-                accumulate(a, w, j * R, history[base + (t - (kernel - 1 - j) * d) % span], R, G)
-            accumulate(a, w, (kernel - 1) * R, x, R, G)
-            column = layer * G
-            for g in range(G):
-                a[g] = a[g] * dilated_scale[layer, g] + constant[column + g]
-            for k in range(taps):
-                u = upsample[phase, k]
-                row = local[frame + k]
-                for g in range(G):
-                    a[g] += u * row[column + g]
-            for g in range(half):
-                z[g] = tanh32(a[g]) * sigmoid32(a[half + g])
-            history[base + t % span, :] = x  # x_l[t] replaces x_l[t - (k - 1) d], now used up
-            o[:] = 0.0
-            accumulate(o, out_w[layer], 0, z, half, RS)
-            for r in range(R):
-                x[r] = (x[r] + o[r] * out_scale[layer, r] + out_bias[layer, r]) * _SQRT_HALF
-            for s in range(S):
-                skip[s] += o[R + s] * out_scale[layer, R + s] + out_bias[layer, R + s]
-        for s in range(S):
-            skip[s] = max(skip[s] * skip_scale, np.float32(0.0))
-        hidden[:] = head1_bias
-        accumulate(hidden, head1, 0, skip, S, H)
-        for h in range(H):
-            hidden[h] = max(hidden[h], np.float32(0.0))
-        logits[:] = head2_bias
-        accumulate(logits, head2, 0, hidden, H, C)
-        if logits_out.shape[0] > 0:
-            logits_out[t, :] = logits
-        if forced.shape[0] > 0:
-            previous = forced[t]
-        else:
-            previous = sample_inverse_cdf(logits, noise[t], temperature, cdf)
-        samples_out[t] = previous
-
-
-def _input_major(weight: torch.Tensor) -> np.ndarray:
-    """[..., out, in] -> contiguous float32 numpy [..., in, out]."""
-    return np.ascontiguousarray(weight.detach().float().transpose(-1, -2).cpu().numpy())
-
-
-def quantize(weight: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Input-major float32 weights [..., in, out] -> (stored weights, float32 scales [..., out]).
-
-    float32: unchanged, scales 1. float16 / bfloat16: round to nearest even, kept as int16 / uint16
-    bit patterns.
-    int8: symmetric per output channel, w = q * scale with |q| <= 127.
-    """
-    ones = np.ones(weight.shape[:-2] + weight.shape[-1:], np.float32)
-    if dtype == "float32":
-        return np.ascontiguousarray(weight, np.float32), ones
-    if dtype == "float16":  # IEEE half bit patterns, typed int16 (see numba_ops.weight_value)
-        return np.ascontiguousarray(weight).astype(np.float16).view(np.int16), ones
-    if dtype == "bfloat16":  # bit patterns, typed uint16
-        bits = torch.from_numpy(np.ascontiguousarray(weight)).to(torch.bfloat16).view(torch.int16).numpy()
-        return bits.view(np.uint16).copy(), ones
-    if dtype == "int8":
-        peak = np.abs(weight).max(axis=-2)
-        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        q = np.clip(np.rint(weight / scale[..., None, :]), -127, 127).astype(np.int8)
-        return np.ascontiguousarray(q), scale
-    raise ValueError(f"unknown weight dtype {dtype!r}; use float32, bfloat16 or int8")
+BACKENDS = ("native", "numba")
 
 
 class WaveNetCPUEngine(Engine):
-    """WaveNet on the CPU: one compiled loop per stream, no Python per sample.
-
-    The first call compiles the loop (cached on disk by numba afterwards).
-    """
+    """WaveNet on the CPU. backend: "auto" (native when built, else numba), "native" or "numba"."""
 
     name = "cpu"
-    dtypes = ("float32", "float16", "bfloat16", "int8")
+    dtypes = ("float32", "bfloat16", "int8")
 
     def __init__(
-        self, model: VocoderModel, device: torch.device | str = "cpu", dtype: str = "float32", backend: str = "auto"
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cpu",
+        dtype: str = "float32",
+        threads: int | None = None,
+        backend: str = "auto",
     ) -> None:
         reason = self.available(model, device)
         if reason is not None:
             raise RuntimeError(f"engine {self.name!r} cannot run {model.name}: {reason}")
         super().__init__(model, device, dtype)
-        from ..native import native_status
-        from .wavenet_native import NativeWaveNet
-
         if backend == "auto":
-            backend = "native" if native_status()[0] is not None and dtype != "float16" else "numba"
+            backend = "native" if native_status()[0] is not None else "numba"
+        if backend == "native":
+            from .wavenet_native import NativeWaveNet
+
+            self.loop = NativeWaveNet(model, dtype, threads)
+        elif backend == "numba":
+            from .wavenet_numba import NumbaWaveNet
+
+            self.loop = NumbaWaveNet(model, dtype)
+        else:
+            raise ValueError(f"unknown backend {backend!r}; use auto, {', '.join(BACKENDS)}")
         self.backend = backend
-        self.native = NativeWaveNet(model, dtype) if backend == "native" else None
-        self.pack()
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
         if torch.device(device).type != "cpu":
-            return "runs on the CPU only"
+            return "it runs on the CPU only"
         if model.name != "wavenet":
-            return f"this engine runs wavenet models, not {model.name}"
+            return f"this loop runs wavenet models, not {model.name}"
         return None
 
-    @torch.no_grad()
-    def pack(self) -> None:
-        """Copy the model's weights into the loop's layout (call again after the weights change)."""
-        m = self.model
-        L, G, R, k = m.dilated_weight.shape
-        dilated = _input_major(m.dilated_weight.permute(0, 1, 3, 2).reshape(L, G, k * R))  # [L, k*R, G]
-        self.dilated, self.dilated_scale = quantize(dilated, self.dtype)
-        self.out, self.out_scale = quantize(_input_major(m.out_weight), self.dtype)  # [L, G/2, R+S]
-        self.out_bias = m.out_bias.detach().float().cpu().numpy().copy()
-        self.embedding = m.embedding.weight.detach().float().cpu().numpy().copy()
-        self.head1, self.head1_bias = _input_major(m.head1.weight), m.head1.bias.detach().float().numpy().copy()
-        self.head2, self.head2_bias = _input_major(m.head2.weight), m.head2.bias.detach().float().numpy().copy()
-        self.upsample = m.upsampler.weight.detach().float().cpu().numpy().copy()
-        self.dilations = np.asarray(m.dilations, np.int64)
-
     def weight_bytes(self) -> int:
-        """Bytes of weights the loop reads per sample (dilated, out and head matrices, their scales)."""
-        arrays = (self.dilated, self.dilated_scale, self.out, self.out_scale, self.head1, self.head2)
-        return int(sum(a.nbytes for a in arrays))
+        """Bytes of weights the loop reads per sample (every matrix once, with its scales and biases)."""
+        return self.loop.weight_bytes
 
-    def _run(self, cond, noise, temperature, forced, record_logits):
-        m = self.model
-        with torch.no_grad():
-            local, constant = m.layer_projections(cond.to(torch.float32).cpu())
-        if self.native is not None:
-            batch, steps = noise.shape[0], m.num_samples(cond)
-            samples = torch.empty(batch, steps, dtype=torch.long)
-            logits = torch.empty(batch, steps, m.classes) if record_logits else None
-            self.native.run(
-                local.detach().contiguous(), constant.detach().contiguous(), torch.from_numpy(noise),
-                None if forced is None else torch.from_numpy(forced), samples, logits, temperature,
-            )  # fmt: skip
-            return samples, (logits if logits is not None else torch.empty(batch, 0, m.classes))
-        local = local.detach().contiguous().numpy()
-        constant = constant.detach().contiguous().numpy()
-        batch, steps = noise.shape[0], m.num_samples(cond)
-        samples = np.empty((batch, steps), np.int64)
-        logits = np.empty((batch, steps if record_logits else 0, m.classes), np.float32)
-        empty_forced = np.empty(0, np.int64)
-        for b in range(batch):
-            wavenet_loop(
-                self.embedding, self.dilated, self.dilated_scale, self.out, self.out_scale, self.out_bias,
-                self.head1, self.head1_bias, self.head2, self.head2_bias, self.dilations, m.kernel_size,
-                local[b], constant[b], self.upsample, noise[b], float(temperature),
-                forced[b] if forced is not None else empty_forced, m.silence, logits[b], samples[b],
-            )  # fmt: skip
-        return torch.from_numpy(samples), torch.from_numpy(logits)
-
+    @torch.inference_mode()
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        self.check_inputs(self.model, cond, noise)
-        noise = np.ascontiguousarray(noise[..., 0].float().cpu().numpy())
-        samples, _ = self._run(cond, noise, temperature, None, record_logits=False)
+        steps = self.check_inputs(self.model, cond, noise)
+        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
+        noise = noise[..., 0].detach().to("cpu", torch.float32).contiguous()
+        self.loop.run(*self._project(cond), noise, None, samples, None, temperature)
         return samples
 
+    @torch.inference_mode()
     def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        steps = self.model.num_samples(cond)
-        if tuple(targets.shape) != (cond.shape[0], steps):
-            raise ValueError(f"targets must have shape {(cond.shape[0], steps)}, got {tuple(targets.shape)}")
-        forced = np.ascontiguousarray(targets.long().cpu().numpy())
-        noise = np.zeros((cond.shape[0], steps), np.float32)
-        _, logits = self._run(cond, noise, 1.0, forced, record_logits=True)
+        batch, steps = cond.shape[0], self.model.num_samples(cond)
+        if tuple(targets.shape) != (batch, steps):
+            expected = (batch, steps)
+            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
+        logits = torch.empty(batch, steps, self.model.classes)
+        forced = targets.detach().to("cpu", torch.long).contiguous()
+        noise = torch.zeros(batch, steps)
+        self.loop.run(*self._project(cond), noise, forced, torch.empty(batch, steps, dtype=torch.long), logits, 1.0)
         return logits
+
+    def _project(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cond [B, F + 2u, D (+E)] -> (frame-rate layer conditioning [B, F + 2u, L * G], constant [B, L * G])."""
+        local, constant = self.model.layer_projections(cond.detach().to("cpu", torch.float32))
+        return local.contiguous(), constant.contiguous()

@@ -1,8 +1,8 @@
 """Small numba building blocks for compiled sampling loops (single thread, float32 arithmetic).
 
 - `weight_value`: one stored weight as float32, whatever its storage: float32; int8 (times a
-  per-output scale the caller applies); float16 bit patterns in an int16 array; bfloat16 bit patterns
-  in a uint16 array (numba has no half-precision arrays on the CPU, so the integer type says which).
+  per-output scale the caller applies); bfloat16 bit patterns in a uint16 array (numba has no
+  half-precision arrays on the CPU).
 - `accumulate`: acc[o] += sum_i W[row0 + i, o] * x[i], the matrix-vector product in "axpy" form over
   an input-major matrix, so the inner loop runs over contiguous outputs and vectorises.
 - `exp32`, `tanh32`, `sigmoid32`: branch-free float32 versions that LLVM vectorises (the libm calls
@@ -34,21 +34,6 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1.0 / math.factorial(k)) for k in ran
 
 
 @intrinsic
-def half_bits_to_float32(typingctx, bits):
-    """Widen IEEE float16 bits (the low 16 bits of an integer) to float32 (vcvtph2ps where F16C exists)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value, i16 = args[0], ir.IntType(16)
-        if bits.bitwidth > 16:
-            value = builder.trunc(value, i16)
-        return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@intrinsic
 def bits_to_float32(typingctx, bits):
     """Reinterpret the low 32 bits of an integer as a float32 (no conversion)."""
     if not isinstance(bits, types.Integer):
@@ -69,8 +54,6 @@ def weight_value(w):
     """A stored weight as float32 (pure-Python form; numba uses the overload below)."""
     if isinstance(w, np.uint16):
         return np.array(np.uint32(w) << 16, np.uint32).view(np.float32)[()]
-    if isinstance(w, np.int16):
-        return np.float32(np.array(w, np.int16).view(np.float16))
     return np.float32(w)
 
 
@@ -78,8 +61,6 @@ def weight_value(w):
 def _weight_value(w):
     if w == types.uint16:  # bfloat16 bit pattern: the high half of a float32
         return lambda w: bits_to_float32(np.uint32(w) << 16)
-    if w == types.int16:  # float16 bit pattern
-        return lambda w: half_bits_to_float32(w)
     if w in (types.int8, types.float32):
         return lambda w: np.float32(w)
     return None

@@ -43,7 +43,7 @@ from torch import nn
 from ..audio import mulaw_decode, mulaw_encode
 from ..features import MelConfig
 from ..sampling import sample_categorical
-from .base import VocoderModel
+from .base import StepCost, VocoderModel
 from .layers import ConditioningNetwork, FrameUpsampler
 
 
@@ -274,6 +274,33 @@ class WaveNet(VocoderModel):
         logits = self.forward_logits(mel, targets, speaker)
         loss = F.cross_entropy(logits.float().reshape(-1, self.classes), targets.reshape(-1))
         return loss, {}
+
+    # ---- cost ----------------------------------------------------------------------------------
+    def step_cost(self) -> StepCost:
+        """One sample: every layer's dilated [G, k R] and output [R + S, G/2] matrices, then the head.
+
+        The conditioning projections are applied at frame rate (the upsampler is linear), so per
+        sample only their interpolation remains; the embedding is a row lookup.
+        """
+        L, R, G, S, H = self.layers, self.residual_channels, self.gate_channels, self.skip_channels, self.head_channels
+        matrices = {
+            "dilated": (L * G, self.kernel_size * R),
+            "out": (L * (R + S), G // 2),
+            "head1": (H, S),
+            "head2": (self.classes, H),
+        }
+        interpolation = 2 * L * G * self.upsample_taps
+        projection = 2 * L * G * self.cond_channels / self.hop_length  # once per frame, shared by hop samples
+        gates = 12 * L * G + 4 * L * (R + S)  # tanh, sigmoid, product, residual and skip sums, roughly
+        return StepCost(
+            matrices=matrices,
+            other_flops=interpolation + projection + gates,
+            notes=(
+                "weights read per sample: the dilated and output 1x1 matrices of every layer and the two head "
+                "layers (biases negligible); the layer conditioning is projected at frame rate and interpolated "
+                f"per sample; the float64 inverse-CDF sampling ({self.classes} exp per sample) is not counted"
+            ),
+        )
 
     # ---- one step (reference) ----------------------------------------------------------------
     def initial_state(self, batch: int, device: torch.device | str) -> WaveNetState:
