@@ -247,21 +247,29 @@ class WaveNet(VocoderModel):
         return self.logits_from_conditioning(layer_cond, targets)
 
     def logits_from_conditioning(self, layer_cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The parallel pass over time. layer_cond [B, T, L * G]; targets [B, T] -> logits [B, T, classes]."""
-        batch, steps = targets.shape
-        R, G = self.residual_channels, self.gate_channels
+        """The parallel pass over time. layer_cond [B, T, L * G]; targets [B, T] -> logits [B, T, classes].
+
+        Channels-last throughout, so every convolution is one matrix product: a dilated layer
+        multiplies the k taps laid side by side [B, T, k R] by [k R, G]. Per-layer pieces are taken
+        with split/unbind, whose gradients are assembled once rather than zero-filled per slice.
+        """
+        steps = targets.shape[1]
+        R, S, G, k = self.residual_channels, self.skip_channels, self.gate_channels, self.kernel_size
         previous = F.pad(targets[:, :-1], (1, 0), value=self.silence)
-        x = self.embedding(previous).transpose(1, 2)  # [B, R, T]
-        cond = layer_cond.reshape(batch, steps, self.layers, G).permute(2, 0, 3, 1)  # [L, B, G, T]
+        x = self.embedding(previous)  # [B, T, R]
+        conds = layer_cond.split(G, dim=-1)  # L x [B, T, G]
+        dilated = self.dilated_weight.permute(0, 3, 2, 1).reshape(self.layers, k * R, G).unbind(0)  # tap-major rows
+        out_weight, out_bias = self.out_weight.unbind(0), self.out_bias.unbind(0)
         skip = None
         for layer, dilation in enumerate(self.dilations):
-            padded = F.pad(x, ((self.kernel_size - 1) * dilation, 0))
-            a = F.conv1d(padded, self.dilated_weight[layer], dilation=dilation) + cond[layer]
-            z = torch.tanh(a[:, : G // 2]) * torch.sigmoid(a[:, G // 2 :])
-            out = F.conv1d(z, self.out_weight[layer].unsqueeze(-1), self.out_bias[layer])  # [B, R + S, T]
-            x = (x + out[:, :R]) * math.sqrt(0.5)
-            skip = out[:, R:] if skip is None else skip + out[:, R:]
-        return self.head(skip.transpose(1, 2) * math.sqrt(1.0 / self.layers))
+            taps = [F.pad(x, (0, 0, (k - 1 - j) * dilation, 0))[:, :steps] for j in range(k - 1)]  # x[t - (k-1-j) d]
+            a = torch.cat([*taps, x], dim=-1) @ dilated[layer] + conds[layer]  # [B, T, G]
+            filter_, gate = a.chunk(2, dim=-1)
+            z = torch.tanh(filter_) * torch.sigmoid(gate)
+            residual, skip_part = F.linear(z, out_weight[layer], out_bias[layer]).split([R, S], dim=-1)
+            x = (x + residual) * math.sqrt(0.5)
+            skip = skip_part if skip is None else skip + skip_part
+        return self.head(skip * math.sqrt(1.0 / self.layers))
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:
         """skip [..., S] (already scaled) -> logits [..., classes]."""
