@@ -11,10 +11,10 @@ inside that environment, where one process builds both models with the same arch
 cycles, kernel size, residual / gate / skip channels, 80-bin mel conditioning) and copies our
 random weights into the peer where the layers correspond, and times generation of the same mel,
 the two in turn (ours over several rounds, each with the machine's rates measured afresh; the
-fastest run and the highest floor are kept). It prints one JSON object: samples/s of each engine and weight dtype, the peer's,
-the ratios, each dtype's floor (`vocoders.perf.speed_floor`: weight bytes over the measured read
-bandwidth of a buffer of that size, or FLOPs over the measured single-thread matrix rate, whichever
-is slower), and the effect of reduced-precision weights on teacher-forced logits.
+fastest run and the highest floor are kept). It prints one JSON object: samples/s of each engine
+and weight dtype, the peer's, the ratios, each dtype's floor (`vocoders.perf.speed_floor`: weight
+bytes over the measured read bandwidth of a buffer of that size, or FLOPs over the measured
+single-thread matrix rate, whichever is slower), and the effect of reduced-precision weights on teacher-forced logits.
 
 The two models are not the same function: the peer conditions through transposed convolutions on
 the mel and scales skips differently; the per-sample work of the autoregressive loop is the same.
@@ -162,8 +162,15 @@ def best_time(run, repeats: int) -> float:
 
 
 def logit_effect(model, engines, mel, audio) -> dict:
-    """Teacher-forced logits of each reduced-precision engine against the float32 parallel pass."""
+    """Teacher-forced logits of each reduced-precision engine against the float32 parallel pass.
+
+    draw_agreement: with the same uniform noise per step, the fraction of teacher-forced draws that
+    pick the same class from the engine's logits as from the exact ones (free-running sequences agree
+    up to the first flip, then follow their own trajectory).
+    """
     import torch
+
+    from vocoders.sampling import draw_noise, sample_categorical
 
     frames = mel.shape[1]
     targets = model.encode(audio[: frames * model.hop_length].unsqueeze(0))
@@ -172,6 +179,8 @@ def logit_effect(model, engines, mel, audio) -> dict:
         exact = model.forward_logits(padded, targets)[0].double()
         cond = model.conditioning(padded)
     log_p = torch.log_softmax(exact, -1)
+    uniform = draw_noise(1, targets.shape[1], 1, seed=1)[0, :, 0]
+    exact_draws = sample_categorical(exact.float(), uniform)
     effect = {}
     for dtype, engine in engines.items():
         logits = engine.forced_logits(cond, targets)[0].double()
@@ -181,6 +190,7 @@ def logit_effect(model, engines, mel, audio) -> dict:
             "mean_abs_logit_difference": float((logits - exact).abs().mean()),
             "mean_kl_nats": float((log_p.exp() * (log_p - log_q)).sum(-1).mean()),
             "argmax_agreement": float((logits.argmax(-1) == exact.argmax(-1)).double().mean()),
+            "draw_agreement": float((sample_categorical(logits.float(), uniform) == exact_draws).double().mean()),
             "true_class_nll_change_nats": float((log_p.gather(-1, targets.T) - log_q.gather(-1, targets.T)).mean()),
         }
     return effect

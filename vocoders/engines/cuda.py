@@ -11,6 +11,9 @@ Kernels (option `kernel`):
                 fallback where a persistent grid cannot be resident, and the interpreter-tested path.
     auto        persistent for batch <= `persistent_max_batch` when Triton is installed, else graph.
 
+WaveNet runs on the graph kernel only (cuda_wavenet.py: its ring buffers and layer conditioning on
+the device, a chunk of steps in one CUDA graph); there is no Triton kernel for it yet.
+
 `dtype` chooses the weight storage: float32, bfloat16 or float16; products accumulate in float32
 (tests state the resulting logit bound and sample agreement). Noise is drawn before the loop by the
 caller and sampling happens on the device with the rule of `vocoders.sampling`.
@@ -25,13 +28,15 @@ import torch
 
 from ..models.base import VocoderModel
 from .base import Engine
+from .cuda_wavenet import WaveNetGraphStepper, WaveNetPack, WaveNetSampler
 from .cuda_wavernn import CapturedStepper, GraphStepper, WaveRNNSampler
 from .wavernn_pack import WaveRNNPack, weight_dtype
 
 log = logging.getLogger(__name__)
 
 KERNELS = ("auto", "persistent", "graph", "phased")
-SUPPORTED_MODELS = ("wavernn",)
+SUPPORTED_MODELS = ("wavernn", "wavenet")
+GRAPH_ONLY_MODELS = ("wavenet",)  # no Triton kernel: the CUDA-graph step only
 
 
 def triton_installed() -> bool:
@@ -39,7 +44,7 @@ def triton_installed() -> bool:
 
 
 class CudaEngine(Engine):
-    """WaveRNN sampling on a CUDA device (see the module docstring for the kernels).
+    """WaveRNN and WaveNet sampling on a CUDA device (see the module docstring for the kernels).
 
     Args:
         model, device: the model and a CUDA device.
@@ -67,6 +72,8 @@ class CudaEngine(Engine):
         super().__init__(model, device, dtype=dtype)
         if kernel not in KERNELS:
             raise ValueError(f"unknown CUDA kernel {kernel!r}; known: {', '.join(KERNELS)}")
+        if model.name in GRAPH_ONLY_MODELS and kernel not in ("auto", "graph"):
+            raise ValueError(f"CUDA kernel {kernel!r} has no {model.name} version; {model.name} runs on 'graph'")
         if kernel in ("persistent", "phased") and not triton_installed():
             raise RuntimeError(f"CUDA kernel {kernel!r} needs Triton: pip install 'vocoders[gpu]'")
         self.weight_dtype = weight_dtype(dtype)
@@ -74,8 +81,13 @@ class CudaEngine(Engine):
         self.chunk_frames = chunk_frames or max(1, 256 // model.hop_length)
         self.persistent_max_batch = persistent_max_batch
         self.num_warps = num_warps
-        self.pack = WaveRNNPack.from_model(model, self.device, self.weight_dtype)
-        self._samplers: dict[tuple[str, int], WaveRNNSampler] = {}
+        if model.name == "wavenet":
+            self.pack = WaveNetPack.from_model(model, self.device, self.weight_dtype)
+            # a chunk must hold the longest ring span (the ring length divides the chunk)
+            self.chunk_frames = max(self.chunk_frames, -(-self.pack.ring_span // model.hop_length))
+        else:
+            self.pack = WaveRNNPack.from_model(model, self.device, self.weight_dtype)
+        self._samplers: dict[tuple[str, int], WaveRNNSampler | WaveNetSampler] = {}
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
@@ -90,18 +102,25 @@ class CudaEngine(Engine):
 
     def kernel_for(self, batch: int) -> str:
         """The kernel this engine uses for `batch` streams."""
+        if self.model.name in GRAPH_ONLY_MODELS:
+            return "graph"
         if self.kernel != "auto":
             return self.kernel
         if batch <= self.persistent_max_batch and triton_installed():
             return "persistent"
         return "graph"
 
-    def sampler(self, batch: int) -> WaveRNNSampler:
+    def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler:
         """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
         kernel = self.kernel_for(batch)
         key = (kernel, batch)
         if key not in self._samplers:
             steps = self.chunk_frames * self.model.hop_length
+            if self.model.name == "wavenet":
+                stepper = WaveNetGraphStepper(self.pack, batch, steps)
+                self._samplers[key] = WaveNetSampler(self.pack, stepper, self.chunk_frames)
+                log.info("cuda engine: wavenet graph step, batch %d, %s weights", batch, self.dtype)
+                return self._samplers[key]
             if kernel == "graph":
                 stepper = GraphStepper(self.pack, batch, steps)
             else:
@@ -119,4 +138,7 @@ class CudaEngine(Engine):
         return self.sampler(cond.shape[0]).generate(cond, noise, temperature)
 
     def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        expected = (cond.shape[0], self.model.num_samples(cond))
+        if tuple(targets.shape) != expected:
+            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
         return self.sampler(cond.shape[0]).forced_logits(cond, targets)
