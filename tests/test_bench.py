@@ -61,6 +61,20 @@ def test_json_record_is_complete_and_consistent(engine, batch, threads):
         assert record["engine"] == "cpu" or record["machine"]["native_isa"] is None
 
 
+def test_wavenet_record_names_the_compiled_engine_and_its_floor():
+    """`model=wavenet`: auto picks the compiled cpu engine, which reproduces the reference; the floor counts
+    the WaveNet step's weights."""
+    from vocoders.models import WaveNet
+
+    record = run_benchmark(bench_config("model=wavenet", "bench.seconds=0.03", "bench.dtype=int8"))
+    assert record["model"] == "wavenet" and record["engine"] == "cpu" and record["dtype"] == "int8"
+    assert record["samples"] == round(0.03 * 22050 / 256) * 256 and record["floor_samples_per_second"] > 0
+    model = WaveNet(**record["model_kwargs"])
+    assert record["floor"]["weight_bytes_per_step"] == model.step_cost().weight_bytes("int8")
+    assert record["floor"]["weight_bytes_per_step"] < model.step_cost().weight_bytes("float32")
+    assert 0.0 < record["reference_agreement"] <= 1.0
+
+
 @pytest.mark.skipif(load_native() is None, reason="vocoders._native is not built")
 def test_reduced_precision_save_and_checkpoint(tmp_path):
     path = tmp_path / "timed.safetensors"
