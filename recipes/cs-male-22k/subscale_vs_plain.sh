@@ -9,8 +9,10 @@
 #   optim   Adam 1e-3, gradient clip 4
 # The plain run goes first under a wall-clock limit; the subscale runs then train to the last step it
 # validated (each under the same limit).
-# Usage: recipes/cs-male-22k/subscale_vs_plain.sh plain|sub8|sub16 [OUT_DIR] [MAX_STEPS] [SECONDS]
-# (each phase is one run: take the heavy lock per phase on a shared machine).
+# Usage: recipes/cs-male-22k/subscale_vs_plain.sh plain|sub8|sub16|all [OUT_DIR] [MAX_STEPS] [SECONDS]
+# (each phase is one run: take the heavy lock per phase on a shared machine). `all` trains the three
+# at once, one thread each, each under the same wall-clock limit and validating every VAL_EVERY steps,
+# and prints the last step all three validated (compare there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -20,12 +22,34 @@ STEPS=${3:-20000}
 LIMIT=${4:-2400}
 DATA=${DATA:-../shared/data/cs-male-22k/metadata.csv}
 COMMON=(
-  data.path="$DATA" device=cpu trainer.threads=2 trainer.progress=false
+  data.path="$DATA" device=cpu trainer.threads="${THREADS:-2}" trainer.progress=false
   model.hidden_size=256 model.out_hidden=128 model.cond_channels=64 model.cond_blocks=2
   data.batch_size=8 data.segment_frames=8 data.valid_segments=32 optim.lr=1e-3 trainer.grad_clip=4
-  trainer.val_every=250 trainer.checkpoint_every=250 trainer.log_every=50 trainer.val_audio_seconds=1
+  trainer.val_every="${VAL_EVERY:-250}" trainer.checkpoint_every="${VAL_EVERY:-250}" trainer.log_every=50
+  trainer.val_audio_seconds="${VAL_AUDIO_SECONDS:-1}"
   trainer.keep_checkpoints=2
 )
+SUBSCALE=(model.horizon=32 model.context_channels=16)
+mkdir -p "$OUT"
+if [ "$PHASE" = all ]; then
+  THREADS=1 "$0" plain "$OUT" "$STEPS" "$LIMIT" > "$OUT.plain.log" 2>&1 &
+  for B in 8 16; do
+    timeout "$LIMIT" "$PY" -m vocoders.train recipe=subscale_wavernn name="compare_sub$B" run_dir="$OUT/sub$B" \
+      model.subscale="$B" "${SUBSCALE[@]}" trainer.max_steps="$STEPS" "${COMMON[@]}" trainer.threads=1 \
+      > "$OUT.sub$B.log" 2>&1 || echo "sub$B run stopped by the time limit" &
+  done
+  wait
+  "$PY" - "$OUT" <<'PY'
+import json, sys
+runs = {name: [json.loads(line) for line in open(f"{sys.argv[1]}/{name}/metrics.jsonl") if '"valid"' in line]
+        for name in ("plain", "sub8", "sub16")}
+common = min(max(r["step"] for r in rows) for rows in runs.values())
+print(f"last step all three validated: {common}")
+for name, rows in runs.items():
+    print(name, json.dumps(next(r for r in rows if r["step"] == common)))
+PY
+  exit 0
+fi
 if [ "$PHASE" = plain ]; then
   timeout "$LIMIT" "$PY" -m vocoders.train recipe=wavernn name=compare_plain run_dir="$OUT/plain" \
     trainer.max_steps="$STEPS" "${COMMON[@]}" || echo "plain run stopped by the time limit"
@@ -39,4 +63,4 @@ PY
 B=${PHASE#sub}
 echo "plain run validated up to step $REACHED; subscale B=$B to the same step"
 timeout "$LIMIT" "$PY" -m vocoders.train recipe=subscale_wavernn name="compare_sub$B" run_dir="$OUT/sub$B" \
-  model.subscale="$B" model.horizon=32 model.context_channels=16 trainer.max_steps="$REACHED" "${COMMON[@]}"
+  model.subscale="$B" "${SUBSCALE[@]}" trainer.max_steps="$REACHED" "${COMMON[@]}"

@@ -23,9 +23,11 @@ import torch
 
 from ..models.base import VocoderModel
 from ..models.layers import FrameUpsampler
+from ..models.subscale import SubscaleWaveRNN
 from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
 from ..native import native_status
 from .base import Engine
+from .cpu_subscale import SubscaleCpuLoop
 from .packing import PackedMatrix, pack_matrix, padded_vector
 
 # Samples per native call; the recurrent state carries over between calls.
@@ -92,8 +94,10 @@ class PackedWaveRNN:
 
 
 class CpuEngine(Engine):
-    """WaveRNN sampled by the compiled loop; `threads` workers for batches (default: torch's thread count).
+    """WaveRNN (and Subscale WaveRNN's core) sampled by the compiled loop.
 
+    `threads` workers for batches of WaveRNN streams (default: torch's thread count); a Subscale
+    WaveRNN runs its B sub-tensors as the streams of one worker, one native call per step.
     Other model families have their own compiled loop under the same name: constructing a CpuEngine
     for one of them returns that family's engine (see `family_engine`).
     """
@@ -121,7 +125,9 @@ class CpuEngine(Engine):
         self.native, _ = native_status()
         self.threads = threads
         self.isa = os.environ.get("VOCODERS_ISA", "auto")
-        self.packed = PackedWaveRNN.from_model(model, dtype)
+        core = model.core if isinstance(model, SubscaleWaveRNN) else model
+        self.packed = PackedWaveRNN.from_model(core, dtype)
+        self.subscale = SubscaleCpuLoop(model, self.packed, self.native, self.isa) if core is not model else None
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
@@ -130,6 +136,8 @@ class CpuEngine(Engine):
             return family.available(model, device)
         if torch.device(device).type != "cpu":
             return "it runs on the CPU only"
+        if isinstance(model, SubscaleWaveRNN) and type(model).step is SubscaleWaveRNN.step:
+            model = model.core  # its B sub-tensors run through the core's loop together (cpu_subscale.py)
         if not isinstance(model, WaveRNN) or type(model).step is not WaveRNN.step:
             return f"the compiled loop implements the dual-softmax WaveRNN step only, not {model.name}"
         if type(model.upsampler) is not FrameUpsampler:
@@ -139,8 +147,10 @@ class CpuEngine(Engine):
     @torch.inference_mode()
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         steps = self.check_inputs(self.model, cond, noise)
-        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
         noise = noise.detach().to("cpu", torch.float32).contiguous()
+        if self.subscale is not None:
+            return self.subscale.run(cond.detach().to("cpu"), noise, None, temperature)[0]
+        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
         self._run(self._project(cond), noise, None, samples, None, temperature)
         return samples
 
@@ -151,10 +161,14 @@ class CpuEngine(Engine):
         if steps != model.num_samples(cond) or batch != cond.shape[0]:
             expected = (cond.shape[0], model.num_samples(cond))
             raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
-        width = max(model.coarse_classes, model.fine_classes)
+        core = model.core if self.subscale is not None else model
+        width = max(core.coarse_classes, core.fine_classes)
+        forced = targets.detach().to("cpu", torch.long).contiguous()
+        if self.subscale is not None:
+            noise = torch.zeros(batch, steps, 2)
+            return self.subscale.run(cond.detach().to("cpu"), noise, forced, 1.0, logits_width=width)[1]
         logits = torch.full((batch, steps, 2, width), float("-inf"))
         noise = torch.zeros(batch, steps, 2)
-        forced = targets.detach().to("cpu", torch.long).contiguous()
         self._run(self._project(cond), noise, forced, torch.empty(batch, steps, dtype=torch.long), logits, 1.0)
         return logits
 

@@ -1,0 +1,84 @@
+"""Subscale WaveRNN on the compiled CPU engine against the reference engine (same logits, same samples)."""
+
+import pytest
+import torch
+
+from vocoders.engines import make_engine
+from vocoders.engines.cpu import CpuEngine
+from vocoders.models import SubscaleWaveRNN
+from vocoders.native import load_native
+from vocoders.sampling import draw_noise
+
+native = load_native()
+needs_native = pytest.mark.skipif(native is None, reason="vocoders._native is not built")
+ISAS = native.isas() if native is not None else ()
+
+
+def subscale_model(subscale, horizon, bits=16, out_hidden=24):
+    """Odd sizes (hidden 40: vector tails in the GRU rows) and, with bits=9, unequal softmaxes (5 + 4 bits)."""
+    torch.manual_seed(subscale + horizon)
+    sizes = dict(context_channels=4, hidden_size=40, cond_channels=8, cond_blocks=1, out_hidden=out_hidden)
+    return SubscaleWaveRNN(subscale=subscale, horizon=horizon, bits=bits, **sizes).eval()
+
+
+def inputs(model, frames, batch=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mel = torch.randn(batch, model.n_mels, frames + 2 * model.mel_context, generator=generator) - 5
+    with torch.no_grad():
+        cond = model.conditioning(mel)
+    steps = model.num_samples(cond)
+    targets = torch.randint(0, 2**model.core.bits, (batch, steps), generator=generator)
+    return mel, cond, targets, draw_noise(batch, steps, model.noise_per_step, seed=seed)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "subscale, horizon, bits, frames, batch",
+    [(16, 4, 16, 1, 1), (8, 3, 9, 2, 2), (16, 40, 16, 1, 1)],  # the last: N = 16 <= F, steps with no sub-tensor
+)
+def test_teacher_forced_logits_match_the_reference_and_the_parallel_model(subscale, horizon, bits, frames, batch):
+    model = subscale_model(subscale, horizon, bits)
+    mel, cond, targets, _ = inputs(model, frames, batch)
+    engine = make_engine("cpu", model)
+    logits = engine.forced_logits(cond, targets)
+    reference = make_engine("reference", model).forced_logits(cond, targets)
+    with torch.no_grad():
+        parallel = model.forward_logits(mel, targets)
+    assert logits.shape == reference.shape == parallel.shape
+    assert torch.equal(torch.isinf(logits), torch.isinf(reference))
+    finite = torch.isfinite(reference)
+    assert (logits[finite] - reference[finite]).abs().max() <= 1e-4
+    assert (logits[finite] - parallel[finite]).abs().max() <= 1e-4
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("subscale, horizon, temperature", [(16, 4, 1.0), (8, 2, 0.7), (8, 2, 0.0)])
+def test_same_samples_as_the_reference_from_the_same_noise(monkeypatch, isa, subscale, horizon, temperature):
+    monkeypatch.setenv("VOCODERS_ISA", isa)
+    model = subscale_model(subscale, horizon)
+    _, cond, _, noise = inputs(model, frames=2, batch=2, seed=3)
+    engine = make_engine("cpu", model)
+    assert engine.isa == isa
+    samples = engine.generate(cond, noise, temperature)
+    reference = make_engine("reference", model).generate(cond, noise, temperature)
+    assert samples.shape == reference.shape == (2, 2 * model.hop_length)
+    assert torch.equal(samples, reference)
+    assert len(samples.unique()) > 10  # free running, not stuck on one class
+
+
+@needs_native
+def test_auto_picks_the_cpu_engine_for_subscale():
+    model = subscale_model(8, 2)
+    assert CpuEngine.available(model, "cpu") is None
+    assert make_engine("auto", model).name == "cpu"
+    assert CpuEngine.available(model, "meta") is not None
+
+
+def test_a_changed_step_is_not_taken_for_the_subscale_one():
+    class Variant(SubscaleWaveRNN):
+        def step(self, state, cond_t, noise_t, temperature, forced=None):
+            return super().step(state, cond_t, noise_t, temperature, forced)
+
+    model = Variant(subscale=4, horizon=2, context_channels=4, hidden_size=32, cond_channels=8, cond_blocks=1)
+    assert "WaveRNN step only" in CpuEngine.available(model, "cpu")
