@@ -76,6 +76,15 @@ def test_wavenet_record_names_the_compiled_engine_and_its_floor():
 
 
 @pytest.mark.skipif(load_native() is None, reason="vocoders._native is not built")
+def test_subscale_recipe_runs_on_the_cpu_engine():
+    """`recipe=subscale_wavernn`: B samples per step in the floor, the reference's samples reproduced."""
+    record = run_benchmark(bench_config("recipe=subscale_wavernn", "bench.seconds=0.03", "bench.threads=1"))
+    assert record["model"] == "subscale_wavernn" and record["engine"] == "cpu"
+    assert record["floor"]["samples_per_step"] == record["model_kwargs"]["subscale"] == 4
+    assert record["reference_agreement"] == 1.0 and record["samples"] == round(0.03 * 22050 / 256) * 256
+
+
+@pytest.mark.skipif(load_native() is None, reason="vocoders._native is not built")
 def test_reduced_precision_save_and_checkpoint(tmp_path):
     path = tmp_path / "timed.safetensors"
     first = run_benchmark(bench_config("bench.seconds=0.02", "bench.dtype=bfloat16", f"bench.save={path}"))

@@ -5,6 +5,7 @@ import torch
 
 from vocoders.engines import make_engine
 from vocoders.engines.cpu import CpuEngine
+from vocoders.engines.subscale_context_step import ContextStepper
 from vocoders.models import SubscaleWaveRNN
 from vocoders.native import load_native
 from vocoders.sampling import draw_noise
@@ -34,8 +35,8 @@ def inputs(model, frames, batch=1, seed=0):
 @needs_native
 @pytest.mark.parametrize(
     "subscale, horizon, bits, frames, batch",
-    [(16, 4, 16, 1, 1), (8, 3, 9, 2, 2), (16, 40, 16, 1, 1)],  # the last: N = 16 <= F, steps with no sub-tensor
-)
+    [(16, 4, 16, 1, 1), (8, 3, 9, 2, 2), (16, 40, 16, 1, 1), (16, 2, 16, 1, 5)],
+)  # (16, 40): N = 16 <= F leaves steps where no sub-tensor runs; batch 5 x 16 = 80 streams, over one 64-stream call
 def test_teacher_forced_logits_match_the_reference_and_the_parallel_model(subscale, horizon, bits, frames, batch):
     model = subscale_model(subscale, horizon, bits)
     mel, cond, targets, _ = inputs(model, frames, batch)
@@ -65,6 +66,28 @@ def test_same_samples_as_the_reference_from_the_same_noise(monkeypatch, isa, sub
     assert samples.shape == reference.shape == (2, 2 * model.hop_length)
     assert torch.equal(samples, reference)
     assert len(samples.unique()) > 10  # free running, not stuck on one class
+
+
+def test_context_stepper_matches_the_reference_advance():
+    """The rearranged context CNN against `SubscaleContext.advance` over a whole order, kernel 3, batch 2."""
+    model = SubscaleWaveRNN(subscale=8, horizon=5, context_channels=4, context_kernel=3, hidden_size=32).eval()
+    with torch.inference_mode():
+        torch.nn.init.normal_(model.context.conv_in.bias)  # non-zero biases everywhere
+        for layer in model.context.layers:
+            torch.nn.init.normal_(layer.bias)
+        state, fast = model.start_state(2, 500, "cpu"), model.start_state(2, 500, "cpu")
+        stepper, sub = ContextStepper(model.context), torch.arange(8)
+        generator = torch.Generator().manual_seed(0)
+        for t in range(state.context["positions"] + 7 * 6):
+            position = t - sub * 6
+            expected = model.context.advance(state.context, position + 5)
+            assert (stepper.advance(fast.context, position + 5) - expected).abs().max() <= 1e-5
+            values = torch.randn(2, 8, 2, generator=generator)
+            running = (position >= 0) & (position < state.context["positions"])
+            model.context.write(state.context, position, values, running)
+            model.context.write(fast.context, position, values, running)
+        for ours, theirs in zip(fast.context["hidden"], state.context["hidden"], strict=True):
+            assert (ours - theirs).abs().max() <= 1e-5
 
 
 @needs_native

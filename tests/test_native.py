@@ -53,3 +53,23 @@ def test_reduced_precision_rounding():
     assert scale[1] == 1.0  # an all-zero row keeps a harmless scale
     with pytest.raises(ValueError, match="unknown weight dtype"):
         quantize(weight, "float8")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_batched_matvec_over_tiles_of_row_blocks(isa, dtype):
+    """Rows in several L2 tiles (the last one partial), nine streams in three groups: each stream its own product."""
+    generator = torch.Generator().manual_seed(9)
+    rows, cols, streams = 600, 2100, 9
+    weight = torch.randn(rows, cols, generator=generator) * 0.05
+    bias = torch.randn(rows, generator=generator)
+    packed = pack_matrix(weight, bias, dtype)
+    x = torch.zeros(streams, packed.cols_padded)
+    x[:, :cols] = torch.randn(streams, cols, generator=generator)
+    y = torch.full((streams, packed.rows_padded), float("nan"))
+    native.matvec(packed.spec(), x.data_ptr(), x.shape[1], y.data_ptr(), y.shape[1], streams, isa)
+    exact = x[:, :cols] @ packed.dequantized().T + bias
+    assert (y[:, :rows] - exact).abs().max() <= 1e-3
+    one = torch.full((1, packed.rows_padded), float("nan"))
+    native.matvec(packed.spec(), x[4].data_ptr(), x.shape[1], one.data_ptr(), one.shape[1], 1, isa)
+    assert torch.equal(one[0], y[4])  # a stream's result does not depend on the others in its batch

@@ -175,3 +175,16 @@ def test_checkpoint_load_and_vocode(tmp_path):
     audio = voc(mel, seed=0)
     assert audio.shape == (768,) and audio.abs().max() <= 1
     assert torch.equal(audio, voc(mel, seed=0))
+
+
+def test_step_cost_counts_b_samples_and_every_weight_once():
+    model = tiny(8, 4)
+    cost, core = model.step_cost(), model.core.step_cost()
+    assert cost.samples_per_step == 8
+    context_weights = sum(
+        m.weight.numel() for m in [model.context.conv_in, *model.context.layers, model.context.conv_out]
+    )
+    core_weights = sum(rows * cols for rows, cols in core.matrices.values())
+    cond_weights = 3 * model.core.hidden_size * model.core.cond_channels
+    assert sum(r * c for r, c in cost.matrices.values()) == core_weights + cond_weights + context_weights
+    assert cost.flops > 8 * 2 * (core_weights + cond_weights)  # every sample multiplies the shared weights

@@ -80,10 +80,16 @@ INLINE void matvec_block(int dtype, int streams, const void *block, int cols_pad
     for (int s = 0; s < streams; s++) out[s] = (acc[s][0] + acc[s][1]) + (acc[s][2] + acc[s][3]);
 }
 
-INLINE void matvec_pass(int dtype, int streams, const packed_matrix *w, const float *const *x, float *const *y) {
-    const int cols_padded = padded_cols(w->cols, dtype), blocks = padded_rows(w->rows) / PACK_ROWS;
-    const size_t block_bytes = (size_t)cols_padded * PACK_ROWS * (dtype == WEIGHT_F32 ? 4 : dtype == WEIGHT_BF16 ? 2 : 1);
-    for (int b = 0; b < blocks; b++) {
+INLINE size_t block_bytes_of(const packed_matrix *w, int dtype) {
+    return (size_t)padded_cols(w->cols, dtype) * PACK_ROWS * (dtype == WEIGHT_F32 ? 4 : dtype == WEIGHT_BF16 ? 2 : 1);
+}
+
+/* Row blocks [first_block, last_block) of one group of `streams` <= MAX_PASS_STREAMS streams. */
+INLINE void matvec_pass(int dtype, int streams, const packed_matrix *w, const float *const *x, float *const *y,
+                        int first_block, int last_block) {
+    const int cols_padded = padded_cols(w->cols, dtype);
+    const size_t block_bytes = block_bytes_of(w, dtype);
+    for (int b = first_block; b < last_block; b++) {
         v16f out[MAX_PASS_STREAMS];
         matvec_block(dtype, streams, (const char *)w->data + b * block_bytes, cols_padded, x, out);
         v16f scale = w->scale ? vload(w->scale + b * PACK_ROWS) : vsplat(1.0f);
@@ -93,19 +99,29 @@ INLINE void matvec_pass(int dtype, int streams, const packed_matrix *w, const fl
 }
 
 #define MATVEC_CASE(dtype, streams) \
-    case (dtype) * 8 + (streams): matvec_pass((dtype), (streams), w, xs, ys); break;
+    case (dtype) * 8 + (streams): matvec_pass((dtype), (streams), w, xs, ys, first_block, last_block); break;
 #define MATVEC_CASES(dtype) \
     MATVEC_CASE(dtype, 1) MATVEC_CASE(dtype, 2) MATVEC_CASE(dtype, 3) MATVEC_CASE(dtype, 4)
 
+/* Bytes of weights a tile of row blocks spans: small enough to stay in L2 while every group of
+ * streams passes over it, so a batch reads each weight from memory (or L3) once per call. */
+#define MATVEC_TILE_BYTES (128 * 1024)
+
 static void matvec(const packed_matrix *w, const float *const *x, float *const *y, int streams) {
-    for (int first = 0; first < streams; first += MAX_PASS_STREAMS) {
-        int count = streams - first < MAX_PASS_STREAMS ? streams - first : MAX_PASS_STREAMS;
-        const float *const *xs = x + first;
-        float *const *ys = y + first;
-        switch (w->dtype * 8 + count) {
-            MATVEC_CASES(WEIGHT_F32)
-            MATVEC_CASES(WEIGHT_BF16)
-            MATVEC_CASES(WEIGHT_I8)
+    const int blocks = padded_rows(w->rows) / PACK_ROWS;
+    const size_t block_bytes = block_bytes_of(w, w->dtype);
+    const int tile = block_bytes >= MATVEC_TILE_BYTES ? 1 : (int)(MATVEC_TILE_BYTES / block_bytes);
+    for (int first_block = 0; first_block < blocks; first_block += tile) {
+        const int last_block = first_block + tile < blocks ? first_block + tile : blocks;
+        for (int first = 0; first < streams; first += MAX_PASS_STREAMS) {
+            int count = streams - first < MAX_PASS_STREAMS ? streams - first : MAX_PASS_STREAMS;
+            const float *const *xs = x + first;
+            float *const *ys = y + first;
+            switch (w->dtype * 8 + count) {
+                MATVEC_CASES(WEIGHT_F32)
+                MATVEC_CASES(WEIGHT_BF16)
+                MATVEC_CASES(WEIGHT_I8)
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
 """Subscale WaveRNN on the compiled CPU loop: the B sub-tensors of a step go through the core together.
 
 A staggered step (see `SubscaleWaveRNN.step`) produces one sample of every running sub-tensor. Per step:
-- the masked dilated context CNN advances all B sub-tensors at once (PyTorch, a few small batched
-  products: `SubscaleContext.advance`, the very code the reference engine runs);
-- the conditioning of the B samples (upsampled mel + context, [B, D]) is projected by W_cond in one
-  matrix product [B, D] x [D, 3H];
+- the masked dilated context CNN advances all B sub-tensors at once (PyTorch, one batched product
+  per layer: `ContextStepper`, the reference's `SubscaleContext.advance` rearranged);
+- the conditioning of the B samples (upsampled mel + context, [B, D]) is projected by W_cond with
+  the native packed product for B streams (W_cond read once per step);
 - the native WaveRNN loop runs one sample for the B streams (`vocoders._native.wavernn_run` with a
-  one-sample job whose "frame" is that projection), so R and O1-O4 are read once per group of
-  MAX_PASS_STREAMS streams rather than once per sample.
+  one-sample job whose "frame" is that projection); its products walk the weights in tiles that stay
+  in L2 while every group of streams passes over them, so R and O1-O4 come from memory once per step
+  rather than once per sample.
 
 So Python runs once per step of B samples, never per sample. Sub-tensors that are idle during the
 ramp at the start and end of the order are left out of the native call, and their state stays as it was.
@@ -18,10 +19,12 @@ from __future__ import annotations
 import torch
 
 from ..models.subscale import SubscaleWaveRNN
-from .packing import padded_vector
+from .packing import pack_matrix, padded_vector
+from .subscale_context_step import ContextStepper
 
 # The weights tuple's upsampler entries: one tap, hop 1 (the job's conditioning is already per sample).
 TAPS_INDEX, HOP_INDEX, UPSAMPLE_INDEX = 6, 7, 17
+MATVEC_STREAMS = 64  # the most streams one vocoders._native.matvec call takes
 
 
 class SubscaleCpuLoop:
@@ -36,6 +39,8 @@ class SubscaleCpuLoop:
         spec = list(packed.spec(model.core))
         spec[TAPS_INDEX], spec[HOP_INDEX], spec[UPSAMPLE_INDEX] = 1, 1, self.identity.data_ptr()
         self.weights = tuple(spec)
+        self.w_cond = pack_matrix(packed.w_cond, None, packed.R.dtype)  # [3H, D], applied per step here
+        self.stepper = ContextStepper(model.context)
 
     def run(
         self,
@@ -60,7 +65,10 @@ class SubscaleCpuLoop:
         positions = buffers["positions"]
         hidden = state.core[0].float().contiguous()  # [b * B, H]
         previous = state.core[1].contiguous()  # [b * B]
-        w_cond = self.packed.w_cond  # [3H, D]
+        streams, width, rows = batch * B, self.w_cond.cols_padded + 16, self.w_cond.rows_padded
+        conditioning = torch.zeros(streams, width)  # rows padded: the kernel reads whole column groups
+        projected = torch.zeros(streams, rows)  # [b * B, 3H rounded up to 16] (the kernel writes whole blocks)
+        H3, w_cond_spec = self.w_cond.rows, self.w_cond.spec()
         samples = torch.empty(batch, steps, dtype=torch.long)
         logits = None if not logits_width else torch.full((batch, steps, 2, logits_width), float("-inf"))
         step_samples = torch.empty(batch * B, 1, dtype=torch.long)
@@ -70,16 +78,27 @@ class SubscaleCpuLoop:
             position = t - sub * (Fh + 1)
             running = (position >= 0) & (position < positions)
             live = running.nonzero()  # contiguous (position falls with the sub-tensor), empty in gaps when N <= F
-            context = model.context.advance(buffers, position + Fh)  # [b, B, D]
+            context = self.stepper.advance(buffers, position + Fh)  # [b, B, D]
             at = index[t]
-            projected = torch.matmul(per_sample[:, at] + context, w_cond.T).reshape(batch * B, 1, -1)
+            torch.add(per_sample[:, at], context, out=conditioning[:, : self.w_cond.cols].view(batch, B, -1))
+            for first in range(0, streams, MATVEC_STREAMS):
+                self.native.matvec(
+                    w_cond_spec,
+                    conditioning[first].data_ptr(),
+                    width,
+                    projected[first].data_ptr(),
+                    rows,
+                    min(MATVEC_STREAMS, streams - first),
+                    self.isa,
+                )
+            step_cond = projected if rows == H3 else projected[:, :H3].contiguous()  # [b * B, 3H]
             step_noise = noise[:, at].reshape(batch * B, 1, 2).contiguous()
             step_forced = None if forced is None else forced[:, at].reshape(batch * B, 1).contiguous()
             lo, hi = (int(live[0]), int(live[-1]) + 1) if len(live) else (0, 0)
             groups = [(0, batch * B)] if hi - lo == B else [(u * B + lo, u * B + hi) for u in range(batch) if hi > lo]
             for first, last in groups:
                 self._native_step(
-                    first, last, hidden, previous, projected, step_noise, step_forced, step_samples, step_logits,
+                    first, last, hidden, previous, step_cond, step_noise, step_forced, step_samples, step_logits,
                     logits_width, temperature,
                 )  # fmt: skip
             out = step_samples.reshape(batch, B)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..features import MelConfig
-from .base import VocoderModel
+from .base import StepCost, VocoderModel
 from .subscale_context import SubscaleContext, fold, subscale_order, unfold
 from .wavernn import WaveRNN, _stack_logits
 
@@ -166,6 +166,34 @@ class SubscaleWaveRNN(VocoderModel):
         fine_loss = F.cross_entropy(fine_logits.float().flatten(0, 1), fine.flatten())
         loss = coarse_loss + fine_loss
         return loss, {"coarse": float(coarse_loss.detach()), "fine": float(fine_loss.detach())}
+
+    def step_cost(self) -> StepCost:
+        """One staggered step: B samples, one per sub-tensor, sharing one read of every weight.
+
+        Per step the core's matrices (R, the sample columns of I, O1-O4) and W_cond (the conditioning
+        now changes per sample with the context, so it is projected per sample, not per frame) are
+        read once and multiplied by B vectors; the context CNN's matrices are read once for all B.
+        """
+        core, ctx, B = self.core.step_cost(), self.context, self.subscale
+        H, D, C, K = self.core.hidden_size, self.core.cond_channels, ctx.channels, ctx.kernel
+        shared = {**core.matrices, "gru_weight_ih_cond": (3 * H, D)}
+        context = {
+            "context_in": (B * C, 2 * B * K),
+            **{f"context_layer{n}": (B * C, C * K) for n in range(len(ctx.layers))},
+            "context_out": (B * D, C),
+        }
+        shared_flops = sum(2 * rows * cols for rows, cols in shared.values())
+        per_sample = 12 * H + 2 * D * self.core.upsample_taps  # gates and state update, mel interpolation
+        return StepCost(
+            matrices={**shared, **context},
+            other_flops=(B - 1) * shared_flops + B * per_sample,
+            samples_per_step=B,
+            notes=(
+                f"one step = {B} samples; weights read once per step: the core's R, sample columns of I, "
+                "O1-O4, W_cond and the context CNN (dense, its mask not exploited); the float64 "
+                "inverse-CDF sampling is not counted"
+            ),
+        )
 
     # ---- generation --------------------------------------------------------------------------
     def generation_order(self, num_samples: int) -> torch.Tensor:
