@@ -104,6 +104,7 @@ class CpuEngine(Engine):
 
     name = "cpu"
     dtypes = ("float32", "bfloat16", "int8")
+    subscale: SubscaleCpuLoop | None = None  # set for a Subscale WaveRNN (subclasses may skip __init__)
 
     def __new__(cls, model: VocoderModel, *args, **kwargs):
         family = family_engine(model) if cls is CpuEngine else None
