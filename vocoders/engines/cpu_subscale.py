@@ -54,6 +54,14 @@ class SubscaleCpuLoop:
 
         noise: [b, T, 2] float32; forced: [b, T] int64 targets (teacher forcing) or None.
         """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the per-step ops are tiny: intra-op threads only add synchronisation
+        try:
+            return self._run(cond, noise, forced, temperature, logits_width)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, cond, noise, forced, temperature, logits_width):
         model = self.model
         B, Fh = model.subscale, model.horizon
         per_sample = model.upsample(cond.float())  # [b, T, D]
