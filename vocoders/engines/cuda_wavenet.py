@@ -27,6 +27,7 @@ import torch
 from ..models.wavenet import WaveNet
 from ..sampling import sample_categorical
 from .cuda_wavernn import _mm_float32
+from .graph_stepper import ChunkGraphStepper
 from .wavernn_pack import weight_dtype
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,14 @@ def ring_length(span: int, chunk_steps: int) -> int:
     return next(p for p in range(span, chunk_steps + 1) if chunk_steps % p == 0)
 
 
-class WaveNetGraphStepper:
+class WaveNetGraphStepper(ChunkGraphStepper):
     """The WaveNet step in PyTorch ops on static buffers; one CUDA graph per chunk on a CUDA device.
 
     A graph is captured per (temperature, teacher forcing) and replayed for every chunk. `use_graph=False`
     runs the same ops eagerly (the CPU path the tests exercise).
     """
+
+    model_name = "WaveNet"
 
     def __init__(self, pack: WaveNetPack, batch: int, steps: int, use_graph: bool | None = None) -> None:
         dev = pack.device
@@ -164,7 +167,7 @@ class WaveNetGraphStepper:
         L, R, G = pack.layers, pack.residual, pack.gate
         self.ring = torch.zeros(L, self.period, batch, R, device=dev)
         self.prev = torch.full((batch,), pack.silence, dtype=torch.long, device=dev)
-        self.cond = torch.zeros(batch, steps, L * G, device=dev)
+        self.inputs = torch.zeros(batch, steps, L * G, device=dev)  # per-sample layer conditioning
         self.noise = torch.full((batch, steps), 0.5, device=dev)
         self.targets = torch.full((batch, steps), pack.silence, dtype=torch.long, device=dev)
         self.samples = torch.zeros(batch, steps, dtype=torch.long, device=dev)
@@ -179,7 +182,7 @@ class WaveNetGraphStepper:
         """Step t of the chunk (t < steps, so t mod P is the absolute step's row: P divides steps)."""
         p, k, G, R = self.pack, self.pack.kernel_size, self.pack.gate, self.pack.residual
         x = p.embedding[self.prev]  # [B, R]
-        cond = self.cond[:, t].view(self.batch, p.layers, G)
+        cond = self.inputs[:, t].view(self.batch, p.layers, G)
         skip = None
         row = t % self.period
         for layer, dilation in enumerate(p.dilations):
@@ -201,54 +204,8 @@ class WaveNetGraphStepper:
         self.samples[:, t] = sample
         self.prev.copy_(sample)
 
-    def _chunk(self, temperature: float, forced: bool) -> None:
-        for t in range(self.steps):
-            self._step(t, temperature, forced)
-
-    def _graph(self, temperature: float, forced: bool) -> torch.cuda.CUDAGraph:
-        key = (temperature, forced)
-        if key not in self._graphs:
-            saved = self.ring.clone(), self.prev.clone()
-            dev = self.ring.device
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):  # warm-up (cuBLAS workspaces) before capture
-                self._chunk(temperature, forced)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._chunk(temperature, forced)
-            self.ring.copy_(saved[0])
-            self.prev.copy_(saved[1])
-            self._graphs[key] = graph
-            log.debug("captured a CUDA graph of %d WaveNet steps (batch %d)", self.steps, self.batch)
-        return self._graphs[key]
-
-    def run(self, cond, noise, temperature=1.0, targets=None, logits=None) -> torch.Tensor:
-        """Advance len(chunk) <= S steps.
-
-        cond [B, S', L G] per-sample layer conditioning; noise [B, S']; targets [B, S'] to teacher-force,
-        with `logits` [B, S', classes] receiving every step's logits. Returns samples [B, S'].
-        """
-        count = cond.shape[1]
-        if count > self.steps or cond.shape[0] != self.batch:
-            raise ValueError(f"stepper holds batch {self.batch} x {self.steps} steps, got {tuple(cond.shape[:2])}")
-        forced = targets is not None
-        self.cond[:, :count].copy_(cond)
-        self.noise[:, :count].copy_(noise)
-        if forced:
-            self.targets[:, :count].copy_(targets)
-        if count < self.steps:  # a short last chunk: the padding steps run too, on neutral inputs
-            self.cond[:, count:].zero_()
-            self.noise[:, count:].fill_(0.5)
-            self.targets[:, count:].fill_(self.pack.silence)
-        if self.use_graph:
-            self._graph(float(temperature), forced).replay()
-        else:
-            self._chunk(float(temperature), forced)
-        if forced:
-            logits.copy_(self.logits[:, :count])
-        return self.samples[:, :count].clone()
+    def _recurrent_state(self) -> tuple[torch.Tensor, ...]:
+        return self.ring, self.prev
 
 
 class WaveNetSampler:

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 
 from ..sampling import sample_categorical
+from .graph_stepper import ChunkGraphStepper
 from .wavernn_pack import WaveRNNPack
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,15 @@ def _mm_float32(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x.to(weight.dtype).float() @ weight.t().float()
 
 
-class GraphStepper:
+class GraphStepper(ChunkGraphStepper):
     """The WaveRNN step in PyTorch ops on static buffers; a CUDA graph per chunk on a CUDA device.
 
     A graph is captured for one (batch, chunk length, temperature, teacher forcing) and replayed for
     every chunk; a different temperature or mode captures another. `use_graph=False` runs the same
     ops eagerly (the CPU path the tests exercise).
     """
+
+    model_name = "WaveRNN"
 
     def __init__(self, pack: WaveRNNPack, batch: int, steps: int, use_graph: bool | None = None) -> None:
         dev = pack.recurrent.device
@@ -125,53 +128,8 @@ class GraphStepper:
         self.prev.copy_(sample)
         self.hidden.copy_(torch.cat([h_coarse, h_fine], dim=-1))
 
-    def _chunk(self, temperature: float, forced: bool) -> None:
-        for t in range(self.steps):
-            self._step(t, temperature, forced)
-
-    def _graph(self, temperature: float, forced: bool) -> torch.cuda.CUDAGraph:
-        key = (temperature, forced)
-        if key not in self._graphs:
-            saved = self.hidden.clone(), self.prev.clone()
-            side = torch.cuda.Stream(self.hidden.device)
-            side.wait_stream(torch.cuda.current_stream(self.hidden.device))
-            with torch.cuda.stream(side):  # warm-up (cuBLAS workspaces) before capture
-                self._chunk(temperature, forced)
-            torch.cuda.current_stream(self.hidden.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._chunk(temperature, forced)
-            self.hidden.copy_(saved[0])
-            self.prev.copy_(saved[1])
-            self._graphs[key] = graph
-            log.debug("captured a CUDA graph of %d WaveRNN steps (batch %d)", self.steps, self.batch)
-        return self._graphs[key]
-
-    def run(self, inputs, noise, temperature=1.0, targets=None, logits=None) -> torch.Tensor:
-        """Advance len(chunk) <= S steps.
-
-        inputs [B, S', 3H] float32 input-gate terms; noise [B, S', 2]; targets [B, S'] to
-        teacher-force, with `logits` [B, S', 2, K] receiving every step's logits. Returns [B, S'].
-        """
-        count = inputs.shape[1]
-        if count > self.steps or inputs.shape[0] != self.batch:
-            raise ValueError(f"stepper holds batch {self.batch} x {self.steps} steps, got {tuple(inputs.shape[:2])}")
-        forced = targets is not None
-        self.inputs[:, :count].copy_(inputs)
-        self.noise[:, :count].copy_(noise)
-        if forced:
-            self.targets[:, :count].copy_(targets)
-        if count < self.steps:  # a short last chunk: run the padding steps too, on neutral inputs
-            self.inputs[:, count:].zero_()
-            self.noise[:, count:].fill_(0.5)
-            self.targets[:, count:].fill_(self.pack.silence)
-        if self.use_graph:
-            self._graph(float(temperature), forced).replay()
-        else:
-            self._chunk(float(temperature), forced)
-        if forced:
-            logits.copy_(self.logits[:, :count])
-        return self.samples[:, :count].clone()
+    def _recurrent_state(self) -> tuple[torch.Tensor, ...]:
+        return self.hidden, self.prev
 
 
 class CapturedStepper:
