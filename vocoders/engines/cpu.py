@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,7 +37,11 @@ CHUNK_STEPS = 8192
 
 @dataclass
 class PackedWaveRNN:
-    """A WaveRNN's weights as the native loop reads them (kept alive while it runs)."""
+    """A WaveRNN's weights as the native loop reads them (kept alive while it runs).
+
+    The five matrices are dense `PackedMatrix`es here; the sparse engine's subclass packs them as
+    block-sparse `SparseMatrix`es, which the native sparse loop reads from the same tuple layout.
+    """
 
     R: PackedMatrix
     O1: PackedMatrix
@@ -51,16 +56,15 @@ class PackedWaveRNN:
     w_cond: torch.Tensor  # [3H, D], applied at frame rate in PyTorch
 
     @classmethod
-    def from_model(cls, model: WaveRNN, dtype: str) -> PackedWaveRNN:
+    def from_model(cls, model: WaveRNN, dtype: str, pack_weights: Callable = pack_matrix) -> PackedWaveRNN:
+        """`pack_weights(weight, bias, dtype)` packs each of R, O1..O4."""
         with torch.no_grad():
             w_ih = model.masked_weight_ih().float()
             length = w_ih.shape[0] + 16
+            layers = {name: getattr(model, name) for name in ("O1", "O2", "O3", "O4")}
             return cls(
-                R=pack_matrix(model.gru_weight_hh, model.gru_bias_hh, dtype),
-                O1=pack_matrix(model.O1.weight, model.O1.bias, dtype),
-                O2=pack_matrix(model.O2.weight, model.O2.bias, dtype),
-                O3=pack_matrix(model.O3.weight, model.O3.bias, dtype),
-                O4=pack_matrix(model.O4.weight, model.O4.bias, dtype),
+                R=pack_weights(model.gru_weight_hh, model.gru_bias_hh, dtype),
+                **{name: pack_weights(layer.weight, layer.bias, dtype) for name, layer in layers.items()},
                 bias_ih=padded_vector(model.gru_bias_ih, length),
                 w_c_prev=padded_vector(w_ih[:, COLUMN_C_PREV], length),
                 w_f_prev=padded_vector(w_ih[:, COLUMN_F_PREV], length),
@@ -69,8 +73,11 @@ class PackedWaveRNN:
                 w_cond=w_ih[:, FIRST_COND_COLUMN:].contiguous().clone(),
             )
 
+    def matrices(self) -> dict[str, PackedMatrix]:
+        return {"R": self.R, "O1": self.O1, "O2": self.O2, "O3": self.O3, "O4": self.O4}
+
     def spec(self, model: WaveRNN) -> tuple:
-        """The weights tuple of vocoders._native.wavernn_run."""
+        """The weights tuple of vocoders._native.wavernn_run (and of sparse_wavernn_run)."""
         return (
             model.hidden_size,
             model.half,
@@ -80,11 +87,7 @@ class PackedWaveRNN:
             model.fine_bits,
             model.upsampler.taps,
             model.hop_length,
-            self.R.spec(),
-            self.O1.spec(),
-            self.O2.spec(),
-            self.O3.spec(),
-            self.O4.spec(),
+            *(m.spec() for m in self.matrices().values()),
             self.bias_ih.data_ptr(),
             self.w_c_prev.data_ptr(),
             self.w_f_prev.data_ptr(),

@@ -20,77 +20,27 @@ import dataclasses
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
 
 from ..models.base import StepCost, VocoderModel
 from ..models.subscale import SubscaleWaveRNN
-from ..models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
+from ..models.wavernn import WaveRNN
 from ..native import native_status
 from .base import Engine
-from .cpu import CpuEngine
-from .packing import padded_vector
-from .sparse_packing import SparseMatrix, pack_sparse, sparsity_of
+from .cpu import CpuEngine, PackedWaveRNN
+from .sparse_packing import pack_sparse, sparsity_of
 
 # R must be at least this sparse for `auto` to choose the sparse engine (and for it to be faster).
 MIN_SPARSITY = 0.5
 
 
-@dataclass
-class PackedSparseWaveRNN:
-    """A WaveRNN's weights as the native sparse loop reads them."""
-
-    R: SparseMatrix
-    O1: SparseMatrix
-    O2: SparseMatrix
-    O3: SparseMatrix
-    O4: SparseMatrix
-    bias_ih: torch.Tensor
-    w_c_prev: torch.Tensor
-    w_f_prev: torch.Tensor
-    w_c_now: torch.Tensor
-    upsample: torch.Tensor
-    w_cond: torch.Tensor  # [3H, D], applied at frame rate in PyTorch
+class PackedSparseWaveRNN(PackedWaveRNN):
+    """A WaveRNN's weights as the native sparse loop reads them: R and O1..O4 block-sparse."""
 
     @classmethod
     def from_model(cls, model: WaveRNN, dtype: str) -> PackedSparseWaveRNN:
-        with torch.no_grad():
-            w_ih = model.masked_weight_ih().float()
-            length = w_ih.shape[0] + 16
-            layers = {name: getattr(model, name) for name in ("O1", "O2", "O3", "O4")}
-            return cls(
-                R=pack_sparse(model.gru_weight_hh, model.gru_bias_hh, dtype),
-                **{name: pack_sparse(layer.weight, layer.bias, dtype) for name, layer in layers.items()},
-                bias_ih=padded_vector(model.gru_bias_ih, length),
-                w_c_prev=padded_vector(w_ih[:, COLUMN_C_PREV], length),
-                w_f_prev=padded_vector(w_ih[:, COLUMN_F_PREV], length),
-                w_c_now=padded_vector(w_ih[:, COLUMN_C_NOW], length),
-                upsample=model.upsampler.weight.detach().float().contiguous().clone(),
-                w_cond=w_ih[:, FIRST_COND_COLUMN:].contiguous().clone(),
-            )
-
-    def matrices(self) -> dict[str, SparseMatrix]:
-        return {"R": self.R, "O1": self.O1, "O2": self.O2, "O3": self.O3, "O4": self.O4}
-
-    def spec(self, model: WaveRNN) -> tuple:
-        """The weights tuple of vocoders._native.sparse_wavernn_run."""
-        return (
-            model.hidden_size,
-            model.half,
-            model.out_hidden,
-            model.coarse_classes,
-            model.fine_classes,
-            model.fine_bits,
-            model.upsampler.taps,
-            model.hop_length,
-            *(m.spec() for m in self.matrices().values()),
-            self.bias_ih.data_ptr(),
-            self.w_c_prev.data_ptr(),
-            self.w_f_prev.data_ptr(),
-            self.w_c_now.data_ptr(),
-            self.upsample.data_ptr(),
-        )
+        return super().from_model(model, dtype, pack_sparse)
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Per matrix: block shape, dense or not, blocks and bytes read per product (for the benchmark)."""
