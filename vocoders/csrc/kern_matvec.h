@@ -13,6 +13,20 @@ static double read_sum(const float *data, size_t count, int reps) {
     return vsum(total);
 }
 
+/* Four weight columns (c0..c3, one 16-row block each) times the next four inputs of every stream,
+ * into that stream's four accumulators; each stream's input pointer advances by four. */
+INLINE void quad_accumulate(int streams, v16f c0, v16f c1, v16f c2, v16f c3, const float **xs,
+                            v16f acc[][4]) {
+    for (int s = 0; s < streams; s++) {
+        const float *xq = xs[s];
+        acc[s][0] += c0 * xq[0];
+        acc[s][1] += c1 * xq[1];
+        acc[s][2] += c2 * xq[2];
+        acc[s][3] += c3 * xq[3];
+        xs[s] = xq + 4;
+    }
+}
+
 /* One 16-row block for `streams` <= MAX_PASS_STREAMS streams: out[s] = block . x[s].
  * `streams` and `dtype` are constants at every call site, so each combination compiles to its own
  * loop with the accumulators in registers. Four accumulators per stream (one per column of a
@@ -30,14 +44,7 @@ INLINE void matvec_block(int dtype, int streams, const void *block, int cols_pad
         const float *w = (const float *)block;
         for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
             v16f c0 = vload(w), c1 = vload(w + PACK_ROWS), c2 = vload(w + 2 * PACK_ROWS), c3 = vload(w + 3 * PACK_ROWS);
-            for (int s = 0; s < streams; s++) {
-                const float *xq = xs[s];
-                acc[s][0] += c0 * xq[0];
-                acc[s][1] += c1 * xq[1];
-                acc[s][2] += c2 * xq[2];
-                acc[s][3] += c3 * xq[3];
-                xs[s] = xq + 4;
-            }
+            quad_accumulate(streams, c0, c1, c2, c3, xs, acc);
         }
         for (int j = 0; j < rest; j++, w += PACK_ROWS)
             for (int s = 0; s < streams; s++) acc[s][j] += vload(w) * xs[s][j];
@@ -46,14 +53,7 @@ INLINE void matvec_block(int dtype, int streams, const void *block, int cols_pad
         for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
             v16u first = vload_bits(w), second = vload_bits(w + 2 * PACK_ROWS);
             v16f c0 = bf16_low(first), c1 = bf16_high(first), c2 = bf16_low(second), c3 = bf16_high(second);
-            for (int s = 0; s < streams; s++) {
-                const float *xq = xs[s];
-                acc[s][0] += c0 * xq[0];
-                acc[s][1] += c1 * xq[1];
-                acc[s][2] += c2 * xq[2];
-                acc[s][3] += c3 * xq[3];
-                xs[s] = xq + 4;
-            }
+            quad_accumulate(streams, c0, c1, c2, c3, xs, acc);
         }
         if (rest) { /* cols_padded is even: one pair left */
             v16u lanes = vload_bits(w);
@@ -67,14 +67,7 @@ INLINE void matvec_block(int dtype, int streams, const void *block, int cols_pad
         for (int q = 0; q < quads; q++, w += 4 * PACK_ROWS) {
             v16u lanes = vload_bits(w);
             v16f c0 = i8_byte(lanes, 0), c1 = i8_byte(lanes, 1), c2 = i8_byte(lanes, 2), c3 = i8_byte(lanes, 3);
-            for (int s = 0; s < streams; s++) {
-                const float *xq = xs[s];
-                acc[s][0] += c0 * xq[0];
-                acc[s][1] += c1 * xq[1];
-                acc[s][2] += c2 * xq[2];
-                acc[s][3] += c3 * xq[3];
-                xs[s] = xq + 4;
-            }
+            quad_accumulate(streams, c0, c1, c2, c3, xs, acc);
         }
     }
     for (int s = 0; s < streams; s++) out[s] = (acc[s][0] + acc[s][1]) + (acc[s][2] + acc[s][3]);
