@@ -2,6 +2,7 @@
 
     python tools/precision_effect.py --hidden 896            # random weights
     python tools/precision_effect.py --checkpoint last.safetensors --mel speech.flac
+    python tools/precision_effect.py --checkpoint sparse.safetensors --engine sparse-cpu --dtypes bfloat16 float16
 
 Prints one JSON line per weight dtype: the largest |logit difference| under teacher forcing (same
 inputs, float32 vs reduced weights), and the fraction of free-running samples equal to the float32
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--mel", default=None, help="audio file whose mel conditions the run (default: random mel)")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", default="cpu", help="cpu or sparse-cpu (both store reduced weights)")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "int8"])
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     if args.checkpoint:
@@ -46,12 +49,12 @@ def main() -> None:
             mel = low + (high - low) * torch.rand(1, model.n_mels, args.frames + 2 * model.mel_context)
         cond = model.conditioning(mel)
     noise = draw_noise(1, model.num_samples(cond), model.noise_per_step, seed=args.seed)
-    full = make_engine("cpu", model)
+    full = make_engine(args.engine, model)
     samples = full.generate(cond, noise)
     logits = full.forced_logits(cond, samples)
     finite = torch.isfinite(logits)
-    for dtype in ("bfloat16", "int8"):
-        engine = make_engine("cpu", model, dtype=dtype)
+    for dtype in args.dtypes:
+        engine = make_engine(args.engine, model, dtype=dtype)
         reduced = engine.forced_logits(cond, samples)
         free = engine.generate(cond, noise)
         differ = (free != samples).nonzero()
@@ -60,6 +63,7 @@ def main() -> None:
                 {
                     "model_kwargs": model.kwargs,
                     "checkpoint": args.checkpoint,
+                    "engine": args.engine,
                     "dtype": dtype,
                     "max_abs_logit_diff": float((reduced[finite] - logits[finite]).abs().max()),
                     "mean_abs_logit_diff": float((reduced[finite] - logits[finite]).abs().mean()),

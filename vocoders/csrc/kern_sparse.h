@@ -75,21 +75,24 @@ INLINE v16f block_values(const void *values, int dtype, size_t index) {
     return vload((const float *)values + 16 * index);
 }
 
-/* y[16 g .. 16 g + 16) for every group of a 16x1 matrix; four independent accumulators. */
+/* y[16 g .. 16 g + 16) for every group of a 16x1 matrix; four independent accumulators. The blocks
+ * are walked by pointer with constant offsets: index arithmetic per block would cost as many
+ * instructions as the multiply-add itself, and this loop is bound by instructions, not bytes. */
 INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *y) {
     const int groups = padded_rows(m->rows) / 16;
+    const size_t value_bytes = dtype == WEIGHT_F32 ? 4 : 2;
+    const char *values = (const char *)m->values + 16 * value_bytes * (size_t)m->group_start[0];
+    const int32_t *col = m->block_col + m->group_start[0];
     for (int g = 0; g < groups; g++) {
-        int b = m->group_start[g];
-        const int end = m->group_start[g + 1];
-        const int32_t *col = m->block_col;
+        const int32_t *const end = m->block_col + m->group_start[g + 1];
         v16f a0 = m->bias ? vload(m->bias + 16 * g) : vsplat(0.0f), a1 = vsplat(0.0f), a2 = a1, a3 = a1;
-        for (; b + 4 <= end; b += 4) {
-            a0 += block_values(m->values, dtype, b) * x[col[b]];
-            a1 += block_values(m->values, dtype, b + 1) * x[col[b + 1]];
-            a2 += block_values(m->values, dtype, b + 2) * x[col[b + 2]];
-            a3 += block_values(m->values, dtype, b + 3) * x[col[b + 3]];
+        for (; col + 4 <= end; col += 4, values += 64 * value_bytes) {
+            a0 += block_values(values, dtype, 0) * x[col[0]];
+            a1 += block_values(values, dtype, 1) * x[col[1]];
+            a2 += block_values(values, dtype, 2) * x[col[2]];
+            a3 += block_values(values, dtype, 3) * x[col[3]];
         }
-        for (; b < end; b++) a0 += block_values(m->values, dtype, b) * x[col[b]];
+        for (; col < end; col++, values += 16 * value_bytes) a0 += block_values(values, dtype, 0) * x[col[0]];
         vstore(y + 16 * g, (a0 + a1) + (a2 + a3));
     }
 }
@@ -97,14 +100,15 @@ INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *
 /* One 4x4 group (4 rows): lanes 4c..4c+3 of a block hold column c's four rows, so the block's four
  * activations are spread to [x0 x0 x0 x0 x1 ...]; the result keeps the four columns' partial sums. */
 INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) {
-    int b = m->group_start[g];
-    const int end = m->group_start[g + 1];
+    const size_t value_bytes = dtype == WEIGHT_F32 ? 4 : 2;
+    const char *values = (const char *)m->values + 16 * value_bytes * (size_t)m->group_start[g];
+    const int32_t *col = m->block_col + m->group_start[g], *const end = m->block_col + m->group_start[g + 1];
     v16f a0 = vsplat(0.0f), a1 = a0;
-    for (; b + 2 <= end; b += 2) {
-        a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
-        a1 += block_values(m->values, dtype, b + 1) * spread4(x + m->block_col[b + 1]);
+    for (; col + 2 <= end; col += 2, values += 32 * value_bytes) {
+        a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
+        a1 += block_values(values, dtype, 1) * spread4(x + col[1]);
     }
-    if (b < end) a0 += block_values(m->values, dtype, b) * spread4(x + m->block_col[b]);
+    if (col < end) a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
     return a0 + a1;
 }
 
@@ -162,13 +166,31 @@ INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x
 #define CHUNK_CASE(n) \
     case n: dense_active_chunk(m, dtype, x, y, active, count, first, n); break;
 
+/* The indices of x's non-zero (or NaN) entries, in order; returns their number. `active` has room
+ * for `count` values. AVX-512 compresses 16 indices at a time in a register (the memory form of
+ * the compress is slow on some cores) and stores all 16 lanes: the lanes past the count are
+ * overwritten by the next store or lie below index `count` + 16 <= `count` of the next chunk. */
+INLINE int active_columns(const float *x, int count, int32_t *active) {
+    int found = 0, j = 0;
+#if defined(__AVX512F__)
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= count; j += 16) {
+        const __mmask16 nonzero = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512((void *)(active + found), _mm512_maskz_compress_epi32(nonzero, index));
+        found += __builtin_popcount((unsigned)nonzero);
+        index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+    }
+#endif
+    for (; j < count; j++) {
+        active[found] = j;
+        found += x[j] != 0.0f;
+    }
+    return found;
+}
+
 /* A dense matrix (values column-major, [cols][rows padded]) over the non-zero entries of x only. */
 INLINE int dense_active(const sparse_matrix *m, int dtype, const float *x, float *y, int32_t *active) {
-    int count = 0;
-    for (int j = 0; j < m->cols; j++) {
-        active[count] = j;
-        count += x[j] != 0.0f;
-    }
+    const int count = active_columns(x, m->cols, active);
     const int rows = padded_rows(m->rows);
     for (int first = 0; first < rows; first += 256) {
         switch ((rows - first) / 16 < 16 ? (rows - first) / 16 : 16) {
