@@ -67,6 +67,7 @@ def test_native_sparse_matvec_matches_torch(isa, shape, block, dtype):
     packed = pack_sparse(weight, bias, dtype, block=block)
     x = torch.randn(shape[1] + 16)
     x[: shape[1] : 3] = 0.0  # zero inputs, as after a ReLU
+    x[16:32] = 0.0  # a whole 16-input chunk skipped by the dense layout's scan of non-zero inputs
     y = torch.full((packed.bias.numel(),), float("nan"))
     active = torch.zeros(shape[1], dtype=torch.int32)
     NATIVE.sparse_matvec(packed.spec(), x.data_ptr(), y.data_ptr(), active.data_ptr(), isa)
