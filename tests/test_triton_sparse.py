@@ -56,3 +56,22 @@ def test_ell_matvec_kernel_matches_torch(block, groups, dtype):
     assert y.shape == (72,) and torch.allclose(y, expected, atol=1e-5, rtol=1e-5)
     no_bias = ell_matvec_launch(matrix, x, None, groups_per_program=groups)
     assert torch.allclose(no_bias, expected - bias, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_ell_matvec_kernel_takes_a_batch_of_streams(dtype):
+    """x [B, cols] -> y [B, rows]: each stream's product as if alone (weights read once per program)."""
+    from vocoders.engines.triton_sparse import ell_matvec_launch, pack_ell
+
+    weight = pruned((40, 48), (16, 1))
+    matrix = pack_ell(weight, dtype, device=DEVICE)
+    x, bias = torch.randn(3, 48, device=DEVICE), torch.randn(40, device=DEVICE)
+    out = torch.full((3, 40), float("nan"), device=DEVICE)
+    y = ell_matvec_launch(matrix, x, bias, groups_per_program=2, out=out)
+    assert y is out and torch.allclose(y, x @ matrix.to_dense().t() + bias, atol=1e-5, rtol=1e-5)
+    single = ell_matvec_launch(matrix, x[1], bias, groups_per_program=2)
+    assert torch.allclose(single, y[1], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"x must be \[48\] or \[B, 48\]"):
+        ell_matvec_launch(matrix, torch.randn(3, 40, device=DEVICE))
+    with pytest.raises(ValueError, match="out must be a contiguous float32"):
+        ell_matvec_launch(matrix, x, out=torch.empty(3, 41, device=DEVICE))

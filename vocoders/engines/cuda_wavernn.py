@@ -25,6 +25,9 @@ from .wavernn_pack import WaveRNNPack
 
 log = logging.getLogger(__name__)
 
+# The step's matrices in a WaveRNNPack and their biases.
+BIAS_OF = {"recurrent": "bias_hh", "out1": "bias1", "out2": "bias2", "out3": "bias3", "out4": "bias4"}
+
 
 class Stepper(Protocol):
     """Advances a batch of WaveRNN states by S steps (see `GraphStepper.run`)."""
@@ -88,6 +91,11 @@ class GraphStepper(ChunkGraphStepper):
         return self.hidden
 
     # ---- one step, plain ops --------------------------------------------------------------------
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x [B, K] through the pack's matrix `name` and its bias -> [B, N] float32 (a hook: the sparse
+        stepper sends its pruned matrices to a block-sparse kernel instead)."""
+        return _mm_float32(x, getattr(self.pack, name)) + getattr(self.pack, BIAS_OF[name])
+
     def _scale(self, classes: torch.Tensor, count: int) -> torch.Tensor:
         return classes.float() * (2.0 / (count - 1)) - 1.0
 
@@ -101,13 +109,13 @@ class GraphStepper(ChunkGraphStepper):
     def _step(self, t: int, temperature: float, forced: bool) -> None:
         p, h = self.pack, self.hidden
         half, fine_mask = p.half, p.fine_classes - 1
-        gh = (_mm_float32(h, p.recurrent) + p.bias_hh).view(-1, 3, p.hidden)
+        gh = self._linear(h, "recurrent").view(-1, 3, p.hidden)
         c_prev = self._scale(self.prev >> p.fine_bits, p.coarse_classes)
         known = torch.stack([c_prev, self._scale(self.prev & fine_mask, p.fine_classes)], dim=-1)
         gi = (self.inputs[:, t] + known @ p.w_prev).view(-1, 3, p.hidden)
         h_coarse = self._gates(gi[:, :, :half], gh[:, :, :half], h[:, :half])
-        y = torch.relu(_mm_float32(h_coarse, p.out1) + p.bias1)
-        logits_c = _mm_float32(y, p.out2) + p.bias2
+        y = torch.relu(self._linear(h_coarse, "out1"))
+        logits_c = self._linear(y, "out2")
         if forced:
             coarse = self.targets[:, t] >> p.fine_bits
         else:
@@ -115,8 +123,8 @@ class GraphStepper(ChunkGraphStepper):
         w_now = p.w_now.view(3, p.hidden)[:, half:]
         gi_fine = gi[:, :, half:] + self._scale(coarse, p.coarse_classes)[:, None, None] * w_now
         h_fine = self._gates(gi_fine, gh[:, :, half:], h[:, half:])
-        y = torch.relu(_mm_float32(h_fine, p.out3) + p.bias3)
-        logits_f = _mm_float32(y, p.out4) + p.bias4
+        y = torch.relu(self._linear(h_fine, "out3"))
+        logits_f = self._linear(y, "out4")
         if forced:
             sample = self.targets[:, t]
             self.logits[:, t, 0, : p.coarse_classes] = logits_c

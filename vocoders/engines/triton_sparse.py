@@ -1,4 +1,6 @@
-"""Block-sparse (16x1) matrix-vector products in Triton: the GPU side of Sparse WaveRNN at batch 1.
+"""Block-sparse (16x1) matrix-vector products in Triton: the GPU side of Sparse WaveRNN (engine
+`sparse-cuda`, engines/sparse_cuda.py), for one stream or a few (one launch; each program reads its
+weights once and applies them to every stream).
 
 Layout (ELL over 16-row groups): rows pad to a multiple of 16; every group of 16 output rows keeps
 the same number of blocks, `width` (its largest block count), the shorter groups padded with zero
@@ -107,28 +109,47 @@ def ell_matvec(values, cols, x_ptr, GROUPS: tl.constexpr):
 
 @triton.jit
 def ell_matvec_kernel(
-    values_ptr, cols_ptr, bias_ptr, x_ptr, y_ptr, n_rows, n_groups, width,
+    values_ptr, cols_ptr, bias_ptr, x_ptr, y_ptr, n_rows, n_cols, n_groups, width, n_streams,
     GROUPS: tl.constexpr, WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
-    """y = W x (+ bias) for an ELL matrix; program p computes rows [16 GROUPS p, 16 GROUPS (p + 1))."""
+    """Y = X W^T (+ bias) for an ELL matrix W and n_streams rows of X [n_streams, n_cols] (Y [n_streams,
+    n_rows]); program p computes rows [16 GROUPS p, 16 GROUPS (p + 1)) of every stream, loading its
+    tile of weights once and reusing it for each stream in turn."""
     group0 = tl.program_id(0) * GROUPS
     values, cols = load_ell_tile(values_ptr, cols_ptr, group0, n_groups, width, GROUPS, WIDTH)
-    y = ell_matvec(values, cols, x_ptr, GROUPS)
     rows = group0 * 16 + tl.arange(0, GROUPS * 16)
     if HAS_BIAS:
-        y += tl.load(bias_ptr + rows, mask=rows < n_rows, other=0.0)
-    tl.store(y_ptr + rows, y, mask=rows < n_rows)
+        bias = tl.load(bias_ptr + rows, mask=rows < n_rows, other=0.0)
+    for stream in range(n_streams):
+        y = ell_matvec(values, cols, x_ptr + stream * n_cols, GROUPS)
+        if HAS_BIAS:
+            y += bias
+        tl.store(y_ptr + stream * n_rows + rows, y, mask=rows < n_rows)
 
 
 def ell_matvec_launch(
-    matrix: EllMatrix, x: torch.Tensor, bias: torch.Tensor | None = None, groups_per_program: int = 4
+    matrix: EllMatrix,
+    x: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    groups_per_program: int = 4,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """y [rows] = W x (+ bias) with one launch (float32 out), on the matrix's device."""
-    y = torch.empty(matrix.rows, device=x.device, dtype=torch.float32)
+    """y = W x (+ bias) with one launch, float32 out, on the matrix's device.
+
+    x [cols] -> y [rows], or a batch of streams x [B, cols] -> y [B, rows] (each program reads its
+    weights once for all B). `out`, when given, receives y (a float32 tensor of y's shape).
+    """
+    if x.shape[-1] != matrix.n_cols or x.dim() not in (1, 2):
+        raise ValueError(f"x must be [{matrix.n_cols}] or [B, {matrix.n_cols}], got {tuple(x.shape)}")
+    streams = 1 if x.dim() == 1 else x.shape[0]
+    shape = (matrix.rows,) if x.dim() == 1 else (streams, matrix.rows)
+    if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}")
+    y = torch.empty(shape, device=x.device, dtype=torch.float32) if out is None else out
     grid = (-(-matrix.groups // groups_per_program),)
     ell_matvec_kernel[grid](
         matrix.values, matrix.cols, bias if bias is not None else y, x.contiguous(), y,
-        matrix.rows, matrix.groups, matrix.width,
+        matrix.rows, matrix.n_cols, matrix.groups, matrix.width, streams,
         GROUPS=groups_per_program, WIDTH=next_power_of_2(matrix.width), HAS_BIAS=bias is not None,
     )  # fmt: skip
     return y
