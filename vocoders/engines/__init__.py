@@ -17,13 +17,17 @@ from .cuda import CudaEngine
 from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
 from .sparse_cpu import SparseCpuEngine
+from .sparse_cuda import SparseCudaEngine
 
 log = logging.getLogger(__name__)
 
-ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (CudaEngine, SparseCpuEngine, CpuEngine, ReferenceEngine)}
-# Fastest first; `auto` picks the first available (cuda reports itself unavailable off a CUDA device,
-# sparse-cpu for models without pruned matrices, cpu off the CPU or without its compiled extension).
-PREFERENCE: list[str] = ["cuda", "sparse-cpu", "cpu", "reference"]
+ENGINES: dict[str, type[Engine]] = {
+    cls.name: cls for cls in (SparseCudaEngine, CudaEngine, SparseCpuEngine, CpuEngine, ReferenceEngine)
+}
+# Fastest first; `auto` picks the first available (sparse-cuda and cuda report themselves unavailable
+# off a CUDA device, the sparse engines for models without pruned matrices, cpu off the CPU or without
+# its compiled extension).
+PREFERENCE: list[str] = ["sparse-cuda", "cuda", "sparse-cpu", "cpu", "reference"]
 
 
 def make_engine(
@@ -40,7 +44,7 @@ def make_engine(
         skipped = []
         for candidate in PREFERENCE:
             engine = ENGINES[candidate]
-            reason = engine.available(model, device)
+            reason = engine.available_to_auto(model, device)
             if reason is None and dtype not in engine.dtypes:
                 reason = f"no {dtype} weights"
             if reason is None:
@@ -66,5 +70,6 @@ __all__ = [
     "FoldEngine",
     "ReferenceEngine",
     "SparseCpuEngine",
+    "SparseCudaEngine",
     "make_engine",
 ]

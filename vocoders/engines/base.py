@@ -34,6 +34,11 @@ class Engine(ABC):
         """None when this engine can run `model` on `device`, else the reason it cannot."""
         return None
 
+    @classmethod
+    def available_to_auto(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        """As `available`, for `engine=auto` (an engine may run somewhere auto should not pick it)."""
+        return cls.available(model, device)
+
     @abstractmethod
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Free-running generation.
