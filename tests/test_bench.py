@@ -81,6 +81,10 @@ def test_subscale_recipe_runs_on_the_cpu_engine():
     record = run_benchmark(bench_config("recipe=subscale_wavernn", "bench.seconds=0.03", "bench.threads=1"))
     assert record["model"] == "subscale_wavernn" and record["engine"] == "cpu"
     assert record["floor"]["samples_per_step"] == record["model_kwargs"]["subscale"] == 4
+    assert record["plain_model"] == "wavernn" and record["plain_engine"] == "cpu" and record["plain_samples"] > 0
+    assert record["speedup_over_plain"] == pytest.approx(
+        record["samples_per_second"] / record["plain_samples_per_second"], rel=0.02
+    )
     assert record["reference_agreement"] == 1.0 and record["samples"] == round(0.03 * 22050 / 256) * 256
 
 

@@ -117,6 +117,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s: %d samples in %.3f s (%.0f samples/s)", engine.name, total, seconds, speed)
 
     reference = _reference_run(cfg, model, engine, cond, noise, samples, temperature, device, seconds)
+    plain = _plain_run(cfg, model, cond, noise, temperature, device, speed)
     rates: dict[str, Any] = {}
     try:
         cost = engine.step_cost() if hasattr(engine, "step_cost") else model.step_cost()  # sparse: what is kept
@@ -148,6 +149,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         "stream_realtime_factor": significant(seconds / audio_seconds),
         "conditioning_seconds": significant(conditioning_seconds),
         **reference,
+        **plain,
         "floor_samples_per_second": floor_speed,
         "fraction_of_floor": round(speed / floor_speed, 3) if floor_speed else None,
         "floor": floor,
@@ -195,6 +197,35 @@ def _reference_run(cfg, model, engine, cond, noise, samples, temperature, device
         # Fraction of the reference run's samples this engine reproduced from the same noise; float32
         # engines give 1.0, reduced-precision weights drift away once one draw lands differently.
         "reference_agreement": round(agreement, 4),
+    }
+
+
+def _plain_run(cfg, model, cond, noise, temperature, device, speed: float) -> dict[str, Any]:
+    """For a model generating several samples per step (Subscale WaveRNN): its recurrent core alone, a
+    plain WaveRNN of the same hidden size, on the same engine, dtype, threads and conditioning, timed
+    over the first `bench.plain_seconds` of audio; and the speed-up over it."""
+    from .engines import make_engine
+
+    bench = cfg.bench
+    core = getattr(model, "core", None)
+    if model.samples_per_step == 1 or core is None or float(bench.plain_seconds) <= 0:
+        return {}
+    hop = core.hop_length
+    frames = min(
+        cond.shape[1] - 2 * core.upsample_context, max(1, round(float(bench.plain_seconds) * core.sample_rate / hop))
+    )
+    width = frames + 2 * core.upsample_context
+    engine = make_engine(str(bench.engine), core, device, dtype=str(bench.dtype))
+    _warm_up(engine, core, cond, noise, temperature)
+    samples, seconds = _timed_generate(engine, cond[:, :width], noise[:, : frames * hop], temperature, device)
+    plain_speed = samples.numel() / seconds
+    log.info("plain %s (the core alone) on %s: %.0f samples/s", core.name, engine.name, plain_speed)
+    return {
+        "plain_model": core.name,
+        "plain_engine": engine.name,
+        "plain_samples": samples.numel(),
+        "plain_samples_per_second": round(plain_speed, 1),
+        "speedup_over_plain": round(speed / plain_speed, 2),
     }
 
 

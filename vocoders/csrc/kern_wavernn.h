@@ -78,72 +78,118 @@ INLINE void relu(float *x, int count) {
     for (int i = 0; i < count; i += 16) vstore(x + i, vmax(vload(x + i), vsplat(0.0f)));
 }
 
-static int wavernn_run(const wavernn_weights *w, const wavernn_job *job) {
-    const int S = job->streams, T = job->steps, H = w->hidden, half = w->half, H3 = 3 * H;
-    const int Kc = w->coarse_classes, Kf = w->fine_classes, fine_bits = w->fine_bits, width = job->logits_width;
+/* The working vectors of S streams, one pointer per stream: the state h and h_new (swapped after each
+ * sample), R h, the output layers' hidden vector, the two logit vectors, and h_new's fine half. */
+typedef struct {
+    float **h, **h_new, **gh, **o, **coarse_logits, **fine_logits, **h_fine;
+} stream_vectors;
+
+/* What one stream reads and writes for one sample. */
+typedef struct {
+    const float *cond;     /* [taps][3H] its frame's conditioning (W_cond applied), interpolated with `up` */
+    const float *noise;    /* [2] uniform draws (coarse, fine) */
+    const int64_t *forced; /* the class fed back (teacher forcing), or NULL */
+    int64_t *sample;       /* out: the class */
+    float *logits;         /* out: [2][width] coarse then fine logits, or NULL */
+} sample_io;
+
+/* One sample of S streams: R h for all, the coarse half of the gates, O1/O2, the coarse draws, the
+ * fine half, O3/O4, the fine draws. previous[s] is stream s's last class (updated); coarse is scratch
+ * for S values; h and h_new are swapped per stream at the end. */
+INLINE void wavernn_sample(const wavernn_weights *w, int S, const stream_vectors *v, int64_t *previous,
+                           int64_t *coarse, const sample_io *io, const float *up, int width, double temperature,
+                           double *cdf) {
+    const int half = w->half, H = w->hidden, Kc = w->coarse_classes, Kf = w->fine_classes, fine_bits = w->fine_bits;
     const float coarse_step = (float)(2.0 / (Kc - 1)), fine_step = (float)(2.0 / (Kf - 1));
-    /* Per stream: h and h_new (zero beyond H: the padded columns read zeros), R h, the output
-     * layers' hidden vector and the two logit vectors; every length a multiple of 16. */
-    const size_t n_h = (size_t)padded_rows(H) + PACK_ROWS, n_gh = padded_rows(H3);
-    const size_t n_o = padded_rows(w->out_hidden), n_c = padded_rows(Kc), n_f = padded_rows(Kf);
-    const size_t per_stream = 2 * n_h + n_gh + n_o + n_c + n_f;
+    const size_t n_o = padded_rows(w->out_hidden);
+    matvec(&w->R, (const float *const *)v->h, v->gh, S);
+    for (int s = 0; s < S; s++) {
+        float c_prev = (float)(previous[s] >> fine_bits) * coarse_step - 1.0f;
+        float f_prev = (float)(previous[s] & (Kf - 1)) * fine_step - 1.0f;
+        gru_rows(w, io[s].cond, up, c_prev, f_prev, 0.0f, v->gh[s], v->h[s], v->h_new[s], 0, half);
+    }
+    matvec(&w->O1, (const float *const *)v->h_new, v->o, S);
+    for (int s = 0; s < S; s++) relu(v->o[s], (int)n_o);
+    matvec(&w->O2, (const float *const *)v->o, v->coarse_logits, S);
+    for (int s = 0; s < S; s++) {
+        coarse[s] = io[s].forced ? *io[s].forced >> fine_bits
+                                 : draw_class(v->coarse_logits[s], Kc, io[s].noise[0], temperature, cdf);
+        if (io[s].logits) memcpy(io[s].logits, v->coarse_logits[s], (size_t)Kc * sizeof(float));
+        float c_prev = (float)(previous[s] >> fine_bits) * coarse_step - 1.0f;
+        float f_prev = (float)(previous[s] & (Kf - 1)) * fine_step - 1.0f;
+        float c_now = (float)coarse[s] * coarse_step - 1.0f;
+        gru_rows(w, io[s].cond, up, c_prev, f_prev, c_now, v->gh[s], v->h[s], v->h_new[s], half, H);
+        v->h_fine[s] = v->h_new[s] + half;
+    }
+    matvec(&w->O3, (const float *const *)v->h_fine, v->o, S);
+    for (int s = 0; s < S; s++) relu(v->o[s], (int)n_o);
+    matvec(&w->O4, (const float *const *)v->o, v->fine_logits, S);
+    for (int s = 0; s < S; s++) {
+        int64_t fine = io[s].forced ? *io[s].forced & (Kf - 1)
+                                    : draw_class(v->fine_logits[s], Kf, io[s].noise[1], temperature, cdf);
+        if (io[s].logits) memcpy(io[s].logits + width, v->fine_logits[s], (size_t)Kf * sizeof(float));
+        previous[s] = (coarse[s] << fine_bits) | fine;
+        *io[s].sample = previous[s];
+        float *swap = v->h[s];
+        v->h[s] = v->h_new[s], v->h_new[s] = swap;
+    }
+}
+
+/* Floats of one stream's working vectors (every length a multiple of 16; h and h_new are zero
+ * beyond H, so the padded columns read zeros). */
+INLINE size_t stream_floats(const wavernn_weights *w) {
+    const size_t n_h = (size_t)padded_rows(w->hidden) + PACK_ROWS, n_gh = padded_rows(3 * w->hidden);
+    return 2 * n_h + n_gh + padded_rows(w->out_hidden) + padded_rows(w->coarse_classes) +
+           padded_rows(w->fine_classes);
+}
+
+/* Points stream s's vectors into `base` (stream_floats(w) floats). */
+INLINE void place_stream(const wavernn_weights *w, float *base, const stream_vectors *v, int s) {
+    const size_t n_h = (size_t)padded_rows(w->hidden) + PACK_ROWS, n_gh = padded_rows(3 * w->hidden);
+    v->h[s] = base, v->h_new[s] = base + n_h, v->gh[s] = base + 2 * n_h, v->o[s] = v->gh[s] + n_gh;
+    v->coarse_logits[s] = v->o[s] + padded_rows(w->out_hidden);
+    v->fine_logits[s] = v->coarse_logits[s] + padded_rows(w->coarse_classes);
+}
+
+/* stream_vectors over 7 * S pointers at `pointers`. */
+INLINE stream_vectors stream_vectors_at(float **pointers, int S) {
+    stream_vectors v = {pointers,         pointers + S,     pointers + 2 * S, pointers + 3 * S,
+                        pointers + 4 * S, pointers + 5 * S, pointers + 6 * S};
+    return v;
+}
+
+static int wavernn_run(const wavernn_weights *w, const wavernn_job *job) {
+    const int S = job->streams, T = job->steps, H = w->hidden, H3 = 3 * H, width = job->logits_width;
+    const size_t per_stream = stream_floats(w);
     float *arena = (float *)calloc((size_t)S * per_stream, sizeof(float));
     float **pointers = (float **)calloc((size_t)S * 7, sizeof(float *));
     int64_t *coarse = (int64_t *)calloc((size_t)S, sizeof(int64_t));
-    double *cdf = (double *)calloc((size_t)(Kc > Kf ? Kc : Kf), sizeof(double));
-    if (!arena || !pointers || !coarse || !cdf) {
-        free(arena), free(pointers), free(coarse), free(cdf);
+    sample_io *io = (sample_io *)calloc((size_t)S, sizeof(sample_io));
+    double *cdf = (double *)calloc((size_t)(w->coarse_classes > w->fine_classes ? w->coarse_classes : w->fine_classes),
+                                   sizeof(double));
+    if (!arena || !pointers || !coarse || !io || !cdf) {
+        free(arena), free(pointers), free(coarse), free(io), free(cdf);
         return -1;
     }
-    int64_t *previous = job->previous;
-    float **h = pointers, **h_new = pointers + S, **gh = pointers + 2 * S, **o = pointers + 3 * S;
-    float **coarse_logits = pointers + 4 * S, **fine_logits = pointers + 5 * S, **h_fine = pointers + 6 * S;
+    const stream_vectors v = stream_vectors_at(pointers, S);
     for (int s = 0; s < S; s++) {
-        float *base = arena + (size_t)s * per_stream;
-        h[s] = base, h_new[s] = base + n_h, gh[s] = base + 2 * n_h, o[s] = gh[s] + n_gh;
-        coarse_logits[s] = o[s] + n_o, fine_logits[s] = coarse_logits[s] + n_c;
-        memcpy(h[s], job->hidden + (size_t)s * H, (size_t)H * sizeof(float));
+        place_stream(w, arena + (size_t)s * per_stream, &v, s);
+        memcpy(v.h[s], job->hidden + (size_t)s * H, (size_t)H * sizeof(float));
     }
     for (int t = job->first; t < job->last; t++) {
         const int frame = t / w->hop;
-        const float *up = w->upsample + (size_t)(t % w->hop) * w->taps;
-        matvec(&w->R, (const float *const *)h, gh, S);
-        for (int s = 0; s < S; s++) {
-            const float *cond = job->cond + ((size_t)s * job->cond_frames + frame) * H3;
-            float c_prev = (float)(previous[s] >> fine_bits) * coarse_step - 1.0f;
-            float f_prev = (float)(previous[s] & (Kf - 1)) * fine_step - 1.0f;
-            gru_rows(w, cond, up, c_prev, f_prev, 0.0f, gh[s], h[s], h_new[s], 0, half);
-        }
-        matvec(&w->O1, (const float *const *)h_new, o, S);
-        for (int s = 0; s < S; s++) relu(o[s], (int)n_o);
-        matvec(&w->O2, (const float *const *)o, coarse_logits, S);
         for (int s = 0; s < S; s++) {
             const size_t at = (size_t)s * T + t;
-            coarse[s] = job->forced ? job->forced[at] >> fine_bits
-                                    : draw_class(coarse_logits[s], Kc, job->noise[2 * at], job->temperature, cdf);
-            if (job->logits) memcpy(job->logits + 2 * at * width, coarse_logits[s], (size_t)Kc * sizeof(float));
-            const float *cond = job->cond + ((size_t)s * job->cond_frames + frame) * H3;
-            float c_prev = (float)(previous[s] >> fine_bits) * coarse_step - 1.0f;
-            float f_prev = (float)(previous[s] & (Kf - 1)) * fine_step - 1.0f;
-            float c_now = (float)coarse[s] * coarse_step - 1.0f;
-            gru_rows(w, cond, up, c_prev, f_prev, c_now, gh[s], h[s], h_new[s], half, H);
-            h_fine[s] = h_new[s] + half;
+            io[s].cond = job->cond + ((size_t)s * job->cond_frames + frame) * H3;
+            io[s].noise = job->noise + 2 * at;
+            io[s].forced = job->forced ? job->forced + at : NULL;
+            io[s].sample = job->samples + at;
+            io[s].logits = job->logits ? job->logits + 2 * at * width : NULL;
         }
-        matvec(&w->O3, (const float *const *)h_fine, o, S);
-        for (int s = 0; s < S; s++) relu(o[s], (int)n_o);
-        matvec(&w->O4, (const float *const *)o, fine_logits, S);
-        for (int s = 0; s < S; s++) {
-            const size_t at = (size_t)s * T + t;
-            int64_t fine = job->forced ? job->forced[at] & (Kf - 1)
-                                       : draw_class(fine_logits[s], Kf, job->noise[2 * at + 1], job->temperature, cdf);
-            if (job->logits) memcpy(job->logits + (2 * at + 1) * width, fine_logits[s], (size_t)Kf * sizeof(float));
-            previous[s] = (coarse[s] << fine_bits) | fine;
-            job->samples[at] = previous[s];
-            float *swap = h[s];
-            h[s] = h_new[s], h_new[s] = swap;
-        }
+        wavernn_sample(w, S, &v, job->previous, coarse, io, w->upsample + (size_t)(t % w->hop) * w->taps, width,
+                       job->temperature, cdf);
     }
-    for (int s = 0; s < S; s++) memcpy(job->hidden + (size_t)s * H, h[s], (size_t)H * sizeof(float));
-    free(arena), free(pointers), free(coarse), free(cdf);
+    for (int s = 0; s < S; s++) memcpy(job->hidden + (size_t)s * H, v.h[s], (size_t)H * sizeof(float));
+    free(arena), free(pointers), free(coarse), free(io), free(cdf);
     return 0;
 }

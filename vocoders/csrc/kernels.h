@@ -100,6 +100,32 @@ typedef struct {
     const float *upsample;             /* [hop][taps] the upsampler's weights */
 } wavenet_weights;
 
+/* Subscale WaveRNN (see vocoders/models/subscale.py and subscale_context.py): the core, W_cond, and
+ * the context CNN's weights laid out per sub-tensor (reader) s. */
+typedef struct {
+    wavernn_weights core;     /* taps 1: the conditioning it reads is per sample, W_cond applied */
+    packed_matrix w_cond;     /* [3H, D] */
+    int factor, horizon, channels, kernel, layers, features; /* B, F, C, K, dilated layers, D */
+    const int64_t *dilations; /* [layers] */
+    const float *w_in;        /* [B][C][K][2B] masked input convolution: reader, channel, tap, (source, value) */
+    const float *b_in;        /* [B][C] */
+    const float *w_layers;    /* [layers][B][C][K][C]: layer, sub-tensor, output channel, tap, input channel */
+    const float *b_layers;    /* [layers][B][C] */
+    const float *w_out;       /* [B][D][C] */
+    const float *b_out;       /* [B][D] */
+} subscale_weights;
+
+/* One call: `utterances` utterances of `samples` samples each, generated whole. */
+typedef struct {
+    int utterances, samples, logits_width;
+    const float *features;   /* [utterances][samples][D] upsampled conditioning (before the context is added) */
+    const float *noise;      /* [utterances][samples][2] uniform draws */
+    const int64_t *forced;   /* [utterances][samples] classes fed back (teacher forcing), or NULL */
+    int64_t *out;            /* [utterances][samples] classes out */
+    float *logits;           /* [utterances][samples][2][logits_width] out, or NULL */
+    double temperature;
+} subscale_job;
+
 /* One call: `streams` independent streams stepped together for `steps` samples. */
 typedef struct {
     int streams, steps, cond_frames, logits_width;
@@ -129,6 +155,8 @@ typedef struct {
     /* out[i] = sigmoid (kind 0), tanh (1) or exp (2) of x[i] as the loops compute them (for tests). */
     void (*activation)(int kind, const float *x, float *out, size_t count);
     int (*wavenet_run)(const wavenet_weights *w, const wavenet_job *job);
+    /* The Subscale WaveRNN loop over whole utterances. 0, or -1: no memory. */
+    int (*subscale_run)(const subscale_weights *w, const subscale_job *job);
 } kernel_table;
 
 extern const kernel_table kernels_portable;

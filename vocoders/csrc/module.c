@@ -7,6 +7,7 @@
  *   kern_wavernn.h       the WaveRNN sampling loop
  *   kern_wavenet.h       the WaveNet sampling loop (ring buffers per layer)
  *   kern_sparse.h        block-sparse products, the fast draw, the Sparse WaveRNN loop
+ *   kern_subscale.h      the Subscale WaveRNN loop (context CNN, W_cond and the core per step)
  *   kernels_<isa>.c      compile the kern_*.h bodies for one instruction set (portable, avx2, avx512)
  *   module.c             this file: CPU detection, table choice, Python bindings
  *
@@ -113,32 +114,47 @@ static PyObject *native_matvec(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
-static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
+/* The weights tuple of wavernn_run (sizes, R, O1-O4 specs, vector addresses) -> w. */
+static int parse_wavernn(PyObject *spec, wavernn_weights *w) {
     PyObject *R, *O1, *O2, *O3, *O4;
-    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, hidden, previous, cond, noise, forced, samples, logits;
+    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample;
+    if (!PyTuple_Check(spec) ||
+        !PyArg_ParseTuple(spec, "iiiiiiiiO!O!O!O!O!KKKKK", &w->hidden, &w->half, &w->out_hidden, &w->coarse_classes,
+                          &w->fine_classes, &w->fine_bits, &w->taps, &w->hop, &PyTuple_Type, &R, &PyTuple_Type, &O1,
+                          &PyTuple_Type, &O2, &PyTuple_Type, &O3, &PyTuple_Type, &O4, &bias_ih, &c_prev, &f_prev,
+                          &c_now, &upsample))
+        return 0;
+    if (!parse_matrix(R, &w->R) || !parse_matrix(O1, &w->O1) || !parse_matrix(O2, &w->O2) ||
+        !parse_matrix(O3, &w->O3) || !parse_matrix(O4, &w->O4))
+        return 0;
+    if (w->hop < 1 || w->taps < 1) {
+        PyErr_SetString(PyExc_ValueError, "wavernn weights: hop and taps must be >= 1");
+        return 0;
+    }
+    w->bias_ih = (const float *)(uintptr_t)bias_ih;
+    w->w_c_prev = (const float *)(uintptr_t)c_prev;
+    w->w_f_prev = (const float *)(uintptr_t)f_prev;
+    w->w_c_now = (const float *)(uintptr_t)c_now;
+    w->upsample = (const float *)(uintptr_t)upsample;
+    return 1;
+}
+
+static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    unsigned long long hidden, previous, cond, noise, forced, samples, logits;
     const char *isa = NULL;
     wavernn_weights w;
     wavernn_job job;
-    if (!PyArg_ParseTuple(args, "(iiiiiiiiO!O!O!O!O!KKKKK)(iiiiiiKKKKKKKd)|z", &w.hidden, &w.half, &w.out_hidden,
-                          &w.coarse_classes, &w.fine_classes, &w.fine_bits, &w.taps, &w.hop, &PyTuple_Type, &R,
-                          &PyTuple_Type, &O1, &PyTuple_Type, &O2, &PyTuple_Type, &O3, &PyTuple_Type, &O4, &bias_ih,
-                          &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps, &job.first, &job.last,
+    if (!PyArg_ParseTuple(args, "O(iiiiiiKKKKKKKd)|z", &spec, &job.streams, &job.steps, &job.first, &job.last,
                           &job.cond_frames, &job.logits_width, &hidden, &previous, &cond, &noise, &forced, &samples,
-                          &logits, &job.temperature, &isa))
+                          &logits, &job.temperature, &isa) ||
+        !parse_wavernn(spec, &w))
         return NULL;
-    if (!parse_matrix(R, &w.R) || !parse_matrix(O1, &w.O1) || !parse_matrix(O2, &w.O2) || !parse_matrix(O3, &w.O3) ||
-        !parse_matrix(O4, &w.O4))
-        return NULL;
-    if (job.streams < 1 || job.first < 0 || job.last < job.first || job.last > job.steps || w.hop < 1 || w.taps < 1 ||
+    if (job.streams < 1 || job.first < 0 || job.last < job.first || job.last > job.steps ||
         job.steps > (job.cond_frames - w.taps + 1) * w.hop)
         return PyErr_Format(PyExc_ValueError, "wavernn_run: inconsistent streams, steps, frames or taps");
     const kernel_table *table = table_for(isa);
     if (!table) return NULL;
-    w.bias_ih = (const float *)(uintptr_t)bias_ih;
-    w.w_c_prev = (const float *)(uintptr_t)c_prev;
-    w.w_f_prev = (const float *)(uintptr_t)f_prev;
-    w.w_c_now = (const float *)(uintptr_t)c_now;
-    w.upsample = (const float *)(uintptr_t)upsample;
     job.hidden = (float *)(uintptr_t)hidden;
     job.previous = (int64_t *)(uintptr_t)previous;
     job.cond = (const float *)(uintptr_t)cond;
@@ -148,6 +164,42 @@ static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
     job.logits = (float *)(uintptr_t)logits;
     int status;
     Py_BEGIN_ALLOW_THREADS status = table->wavernn_run(&w, &job);
+    Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_subscale_run(PyObject *self, PyObject *args) {
+    PyObject *core, *w_cond;
+    unsigned long long dilations, w_in, b_in, w_layers, b_layers, w_out, b_out, features, noise, forced, out, logits;
+    const char *isa = NULL;
+    subscale_weights w;
+    subscale_job job;
+    if (!PyArg_ParseTuple(args, "OO(iiiiiiKKKKKKK)(iiiKKKKKd)|z", &core, &w_cond, &w.factor, &w.horizon, &w.channels,
+                          &w.kernel, &w.layers, &w.features, &dilations, &w_in, &b_in, &w_layers, &b_layers, &w_out,
+                          &b_out, &job.utterances, &job.samples, &job.logits_width, &features, &noise, &forced, &out,
+                          &logits, &job.temperature, &isa) ||
+        !parse_wavernn(core, &w.core) || !PyTuple_Check(w_cond) || !parse_matrix(w_cond, &w.w_cond))
+        return NULL;
+    if (w.factor < 1 || w.horizon < 0 || w.channels < 1 || w.kernel < 1 || w.layers < 0 || w.features < 1 ||
+        job.utterances < 1 || job.samples < 1 || w.core.taps != 1 || w.w_cond.cols != w.features ||
+        w.w_cond.rows != 3 * w.core.hidden)
+        return PyErr_Format(PyExc_ValueError, "subscale_run: inconsistent sizes");
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    w.dilations = (const int64_t *)(uintptr_t)dilations;
+    w.w_in = (const float *)(uintptr_t)w_in;
+    w.b_in = (const float *)(uintptr_t)b_in;
+    w.w_layers = (const float *)(uintptr_t)w_layers;
+    w.b_layers = (const float *)(uintptr_t)b_layers;
+    w.w_out = (const float *)(uintptr_t)w_out;
+    w.b_out = (const float *)(uintptr_t)b_out;
+    job.features = (const float *)(uintptr_t)features;
+    job.noise = (const float *)(uintptr_t)noise;
+    job.forced = (const int64_t *)(uintptr_t)forced;
+    job.out = (int64_t *)(uintptr_t)out;
+    job.logits = (float *)(uintptr_t)logits;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = table->subscale_run(&w, &job);
     Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -316,6 +368,8 @@ static PyMethodDef native_methods[] = {
      "matvec(matrix, x, x_stride, y, y_stride, streams, isa=None): y[s] = W x[s] for a packed matrix."},
     {"wavernn_run", native_wavernn_run, METH_VARARGS,
      "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu.py)."},
+    {"subscale_run", native_subscale_run, METH_VARARGS,
+     "subscale_run(core, w_cond, context, job, isa=None): the Subscale WaveRNN loop (see engines/cpu_subscale.py)."},
     {"sparse_matvec", native_sparse_matvec, METH_VARARGS,
      "sparse_matvec(matrix, x, y, active, isa=None) -> inputs read: y = W x, block-sparse (engines/sparse_packing.py)."},
     {"sparse_wavernn_run", native_sparse_wavernn_run, METH_VARARGS,

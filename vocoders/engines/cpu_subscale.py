@@ -1,17 +1,17 @@
 """Subscale WaveRNN on the compiled CPU loop: the B sub-tensors of a step go through the core together.
 
-A staggered step (see `SubscaleWaveRNN.step`) produces one sample of every running sub-tensor. Per step:
-- the masked dilated context CNN advances all B sub-tensors at once (PyTorch, one batched product
-  per layer: `ContextStepper`, the reference's `SubscaleContext.advance` rearranged);
-- the conditioning of the B samples (upsampled mel + context, [B, D]) is projected by W_cond with
-  the native packed product for B streams (W_cond read once per step);
-- the native WaveRNN loop runs one sample for the B streams (`vocoders._native.wavernn_run` with a
-  one-sample job whose "frame" is that projection); its products walk the weights in tiles that stay
-  in L2 while every group of streams passes over them, so R and O1-O4 come from memory once per step
-  rather than once per sample.
+A staggered step (see `SubscaleWaveRNN.step`) produces one sample of every running sub-tensor. The
+whole utterance runs in one call of `vocoders._native.subscale_run` (csrc/kern_subscale.h); per step:
+- the masked dilated context CNN advances every sub-tensor by one coordinate (its layers' outputs in
+  ring buffers, `SubscaleContext.advance`'s arithmetic);
+- the conditioning of the running sub-tensors (upsampled mel + context, [B, D]) is projected by
+  W_cond in one packed product (W_cond read once per step);
+- the WaveRNN core samples them as streams of one batch: its products walk the weights in tiles that
+  stay in L2 while every group of streams passes over them, so R and O1-O4 come from memory once per
+  step rather than once per sample.
 
-So Python runs once per step of B samples, never per sample. Sub-tensors that are idle during the
-ramp at the start and end of the order are left out of the native call, and their state stays as it was.
+No Python runs per step. Sub-tensors idle during the ramp at the start and end of the order are left
+out of the core's batch, and their state stays as it was.
 """
 
 from __future__ import annotations
@@ -19,28 +19,61 @@ from __future__ import annotations
 import torch
 
 from ..models.subscale import SubscaleWaveRNN
-from .packing import pack_matrix, padded_vector
-from .subscale_context_step import ContextStepper
+from .packing import pack_matrix
 
-# The weights tuple's upsampler entries: one tap, hop 1 (the job's conditioning is already per sample).
-TAPS_INDEX, HOP_INDEX, UPSAMPLE_INDEX = 6, 7, 17
-MATVEC_STREAMS = 64  # the most streams one vocoders._native.matvec call takes
+# The core's weights tuple: its upsampler entries (one tap, weight 1: the conditioning is per sample).
+TAPS_INDEX, HOP_INDEX = 6, 7
+
+
+def context_weights(model: SubscaleWaveRNN) -> dict[str, torch.Tensor]:
+    """The context CNN's weights as kern_subscale.h reads them, per sub-tensor (float32, contiguous).
+
+    w_in [B, C, K, 2B] (masked), b_in [B, C], w_layers [layers, B, C, K, C], b_layers [layers, B, C],
+    w_out [B, D, C], b_out [B, D], dilations [layers] int64.
+    """
+    ctx = model.context
+    B, C, K, D = ctx.factor, ctx.channels, ctx.kernel, ctx.out_channels
+    with torch.no_grad():
+        w_in = ctx.masked_input_weight().float().reshape(B, C, B, 2, K).permute(0, 1, 4, 2, 3)
+        layers = [layer.weight.float().reshape(B, C, C, K).permute(0, 1, 3, 2) for layer in ctx.layers]
+        empty = torch.zeros(0, B, C, K, C)
+        weights = {
+            "w_in": w_in.reshape(B, C, K, 2 * B),
+            "b_in": ctx.conv_in.bias.float().reshape(B, C),
+            "w_layers": torch.stack(layers) if layers else empty,
+            "b_layers": torch.stack([layer.bias.float().reshape(B, C) for layer in ctx.layers])
+            if layers
+            else torch.zeros(0, B, C),
+            "w_out": ctx.conv_out.weight.float().reshape(B, D, C),
+            "b_out": ctx.conv_out.bias.float().reshape(B, D),
+            "dilations": torch.tensor(ctx.dilations, dtype=torch.int64).reshape(-1),
+        }
+    return {name: tensor.contiguous() for name, tensor in weights.items()}
 
 
 class SubscaleCpuLoop:
-    """Drives the native WaveRNN step over a Subscale WaveRNN's staggered order.
+    """Runs a Subscale WaveRNN's staggered order through the native loop.
 
     packed: the core's `PackedWaveRNN`; native: the extension module; isa: its instruction set name.
     """
 
     def __init__(self, model: SubscaleWaveRNN, packed, native, isa: str) -> None:
         self.model, self.packed, self.native, self.isa = model, packed, native, isa
-        self.identity = padded_vector(torch.ones(1), 16)  # upsampler weight of the one tap
         spec = list(packed.spec(model.core))
-        spec[TAPS_INDEX], spec[HOP_INDEX], spec[UPSAMPLE_INDEX] = 1, 1, self.identity.data_ptr()
-        self.weights = tuple(spec)
-        self.w_cond = pack_matrix(packed.w_cond, None, packed.R.dtype)  # [3H, D], applied per step here
-        self.stepper = ContextStepper(model.context)
+        spec[TAPS_INDEX], spec[HOP_INDEX] = 1, 1
+        self.core_spec = tuple(spec)
+        self.w_cond = pack_matrix(packed.w_cond, None, packed.R.dtype)  # [3H, D], applied per step
+        self.context = context_weights(model)
+        ctx, c = model.context, self.context
+        self.context_spec = (
+            ctx.factor,
+            ctx.horizon,
+            ctx.channels,
+            ctx.kernel,
+            len(ctx.dilations),
+            ctx.out_channels,
+            *(c[name].data_ptr() for name in ("dilations", "w_in", "b_in", "w_layers", "b_layers", "w_out", "b_out")),
+        )
 
     def run(
         self,
@@ -54,94 +87,23 @@ class SubscaleCpuLoop:
 
         noise: [b, T, 2] float32; forced: [b, T] int64 targets (teacher forcing) or None.
         """
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the per-step ops are tiny: intra-op threads only add synchronisation
-        try:
-            return self._run(cond, noise, forced, temperature, logits_width)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _run(self, cond, noise, forced, temperature, logits_width):
-        model = self.model
-        B, Fh = model.subscale, model.horizon
-        per_sample = model.upsample(cond.float())  # [b, T, D]
-        batch, steps = per_sample.shape[:2]
-        order = model.generation_order(steps)  # [S, B] sample index per sub-tensor, -1 idle
-        index = order.clamp(min=0)
-        state = model.start_state(batch, steps, "cpu")
-        buffers = state.context
-        positions = buffers["positions"]
-        hidden = state.core[0].float().contiguous()  # [b * B, H]
-        previous = state.core[1].contiguous()  # [b * B]
-        streams, width, rows = batch * B, self.w_cond.cols_padded + 16, self.w_cond.rows_padded
-        conditioning = torch.zeros(streams, width)  # rows padded: the kernel reads whole column groups
-        projected = torch.zeros(streams, rows)  # [b * B, 3H rounded up to 16] (the kernel writes whole blocks)
-        H3, w_cond_spec = self.w_cond.rows, self.w_cond.spec()
+        with torch.inference_mode():
+            features = self.model.upsample(cond.float()).contiguous()  # [b, T, D]
+        batch, steps = features.shape[:2]
+        noise = noise.float().contiguous()
+        forced = None if forced is None else forced.long().contiguous()
         samples = torch.empty(batch, steps, dtype=torch.long)
         logits = None if not logits_width else torch.full((batch, steps, 2, logits_width), float("-inf"))
-        step_samples = torch.empty(batch * B, 1, dtype=torch.long)
-        step_logits = torch.full((batch * B, 1, 2, max(1, logits_width)), float("-inf"))  # the kernel fills K of them
-        sub = torch.arange(B)
-        for t in range(order.shape[0]):
-            position = t - sub * (Fh + 1)
-            running = (position >= 0) & (position < positions)
-            live = running.nonzero()  # contiguous (position falls with the sub-tensor), empty in gaps when N <= F
-            context = self.stepper.advance(buffers, position + Fh)  # [b, B, D]
-            at = index[t]
-            torch.add(per_sample[:, at], context, out=conditioning[:, : self.w_cond.cols].view(batch, B, -1))
-            for first in range(0, streams, MATVEC_STREAMS):
-                self.native.matvec(
-                    w_cond_spec,
-                    conditioning[first].data_ptr(),
-                    width,
-                    projected[first].data_ptr(),
-                    rows,
-                    min(MATVEC_STREAMS, streams - first),
-                    self.isa,
-                )
-            step_cond = projected if rows == H3 else projected[:, :H3].contiguous()  # [b * B, 3H]
-            step_noise = noise[:, at].reshape(batch * B, 1, 2).contiguous()
-            step_forced = None if forced is None else forced[:, at].reshape(batch * B, 1).contiguous()
-            lo, hi = (int(live[0]), int(live[-1]) + 1) if len(live) else (0, 0)
-            groups = [(0, batch * B)] if hi - lo == B else [(u * B + lo, u * B + hi) for u in range(batch) if hi > lo]
-            for first, last in groups:
-                self._native_step(
-                    first, last, hidden, previous, step_cond, step_noise, step_forced, step_samples, step_logits,
-                    logits_width, temperature,
-                )  # fmt: skip
-            out = step_samples.reshape(batch, B)
-            in_signal = running & (B * position + sub < steps)
-            model.context.write(buffers, position, model.context_values(out), in_signal)
-            active = order[t] >= 0
-            samples[:, order[t][active]] = out[:, active]
-            if logits is not None:
-                logits[:, order[t][active]] = step_logits.reshape(batch, B, 2, -1)[:, active]
-        return samples, logits
-
-    def _native_step(
-        self, first, last, hidden, previous, projected, noise, forced, samples, logits, width, temperature
-    ) -> None:
-        """One sample of streams [first, last) through the native loop (all tensors have the stream axis first)."""
-
-        def address(tensor: torch.Tensor | None) -> int:
-            if tensor is None:
-                return 0
-            return tensor.data_ptr() + first * tensor.stride(0) * tensor.element_size()
-
         job = (
-            last - first,
-            1,
-            0,
-            1,
-            1,
-            width,
-            address(hidden),
-            address(previous),
-            address(projected),
-            address(noise),
-            address(forced),
-            address(samples),
-            address(logits) if width else 0,
+            batch,
+            steps,
+            logits_width,
+            features.data_ptr(),
+            noise.data_ptr(),
+            0 if forced is None else forced.data_ptr(),
+            samples.data_ptr(),
+            0 if logits is None else logits.data_ptr(),
             float(temperature),
         )
-        self.native.wavernn_run(self.weights, job, self.isa)
+        self.native.subscale_run(self.core_spec, self.w_cond.spec(), self.context_spec, job, self.isa)
+        return samples, logits
