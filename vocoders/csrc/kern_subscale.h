@@ -86,8 +86,11 @@ static int subscale_run(const subscale_weights *w, const subscale_job *job) {
     const stream_vectors state = stream_vectors_at(all, S), step = stream_vectors_at(running, S);
     float **xs = running + 7 * S, **ys = running + 8 * S;
     float *x = arena + (size_t)S * per_stream, *y = x + (size_t)S * x_floats, *h = y + (size_t)S * y_floats, *layer = h + C;
+    /* Per stream: its last class; per running slot k of a step: that class gathered, the coarse
+     * draw, and which stream it is (-1 - stream for a position past the end of the signal, which
+     * runs like the others but whose sample is dropped). */
     int64_t *previous = ints, *step_previous = ints + S, *coarse = ints + 2 * S, *stream_of = ints + 3 * S;
-    int64_t *discard = ints + 4 * S;                 /* the class of a position past the end (never read) */
+    int64_t *discard = ints + 4 * S;                 /* where a dropped sample goes */
     static const float half_noise[2] = {0.5f, 0.5f}; /* its draws */
     static const float one_tap = 1.0f;               /* the conditioning is per sample: one tap, weight 1 */
     for (int s = 0; s < S; s++) {
