@@ -94,6 +94,15 @@ def test_kernel_3_biases_and_a_signal_that_ends_inside_a_step(monkeypatch, isa):
 
 
 @needs_native
+def test_utterances_split_over_threads_give_the_same_samples():
+    model = subscale_model(8, 2)
+    _, cond, targets, noise = inputs(model, frames=1, batch=3, seed=2)
+    one, two = CpuEngine(model, threads=1), CpuEngine(model, threads=2)
+    assert torch.equal(one.generate(cond, noise), two.generate(cond, noise))
+    assert torch.equal(one.forced_logits(cond, targets), two.forced_logits(cond, targets))
+
+
+@needs_native
 def test_auto_picks_the_cpu_engine_for_subscale():
     model = subscale_model(8, 2)
     assert CpuEngine.available(model, "cpu") is None

@@ -153,7 +153,7 @@ class CpuEngine(Engine):
         steps = self.check_inputs(self.model, cond, noise)
         noise = noise.detach().to("cpu", torch.float32).contiguous()
         if self.subscale is not None:
-            return self.subscale.run(cond.detach().to("cpu"), noise, None, temperature)[0]
+            return self.subscale.run(cond.detach().to("cpu"), noise, None, temperature, workers=self._workers())[0]
         samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
         self._run(self._project(cond), noise, None, samples, None, temperature)
         return samples
@@ -170,11 +170,14 @@ class CpuEngine(Engine):
         forced = targets.detach().to("cpu", torch.long).contiguous()
         if self.subscale is not None:
             noise = torch.zeros(batch, steps, 2)
-            return self.subscale.run(cond.detach().to("cpu"), noise, forced, 1.0, logits_width=width)[1]
+            return self.subscale.run(cond.detach().to("cpu"), noise, forced, 1.0, width, self._workers())[1]
         logits = torch.full((batch, steps, 2, width), float("-inf"))
         noise = torch.zeros(batch, steps, 2)
         self._run(self._project(cond), noise, forced, torch.empty(batch, steps, dtype=torch.long), logits, 1.0)
         return logits
+
+    def _workers(self) -> int:
+        return self.threads or torch.get_num_threads()
 
     def _project(self, cond: torch.Tensor) -> torch.Tensor:
         """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate)."""

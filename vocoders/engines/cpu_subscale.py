@@ -11,10 +11,13 @@ whole utterance runs in one call of `vocoders._native.subscale_run` (csrc/kern_s
   step rather than once per sample.
 
 No Python runs per step. Sub-tensors idle during the ramp at the start and end of the order are left
-out of the core's batch, and their state stays as it was.
+out of the core's batch, and their state stays as it was. Several utterances run as streams of the
+same call (sharing every weight read), split over `workers` threads when more than one is asked for.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -82,10 +85,12 @@ class SubscaleCpuLoop:
         forced: torch.Tensor | None,
         temperature: float,
         logits_width: int = 0,
+        workers: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frame-rate conditioning [b, frames, D] -> (samples [b, T], logits [b, T, 2, width] or None).
 
-        noise: [b, T, 2] float32; forced: [b, T] int64 targets (teacher forcing) or None.
+        noise: [b, T, 2] float32; forced: [b, T] int64 targets (teacher forcing) or None. The b
+        utterances are split into at most `workers` shares, one native call (and thread) each.
         """
         with torch.inference_mode():
             features = self.model.upsample(cond.float()).contiguous()  # [b, T, D]
@@ -94,16 +99,30 @@ class SubscaleCpuLoop:
         forced = None if forced is None else forced.long().contiguous()
         samples = torch.empty(batch, steps, dtype=torch.long)
         logits = None if not logits_width else torch.full((batch, steps, 2, logits_width), float("-inf"))
-        job = (
-            batch,
-            steps,
-            logits_width,
-            features.data_ptr(),
-            noise.data_ptr(),
-            0 if forced is None else forced.data_ptr(),
-            samples.data_ptr(),
-            0 if logits is None else logits.data_ptr(),
-            float(temperature),
-        )
-        self.native.subscale_run(self.core_spec, self.w_cond.spec(), self.context_spec, job, self.isa)
+
+        def address(tensor: torch.Tensor | None, first: int) -> int:
+            return 0 if tensor is None else tensor[first].data_ptr()
+
+        def share(first: int, last: int) -> None:
+            job = (
+                last - first,
+                steps,
+                logits_width,
+                address(features, first),
+                address(noise, first),
+                address(forced, first),
+                address(samples, first),
+                address(logits, first),
+                float(temperature),
+            )
+            self.native.subscale_run(self.core_spec, self.w_cond.spec(), self.context_spec, job, self.isa)
+
+        shares = max(1, min(batch, workers))
+        bounds = [round(i * batch / shares) for i in range(shares + 1)]
+        if shares == 1:
+            share(0, batch)
+        else:  # the native call releases the GIL
+            with ThreadPoolExecutor(max_workers=shares) as pool:
+                for done in [pool.submit(share, bounds[i], bounds[i + 1]) for i in range(shares)]:
+                    done.result()
         return samples, logits
