@@ -116,8 +116,8 @@ def test_cuda_engine_availability_on_a_cuda_device(monkeypatch):
     assert "not available" in CudaEngine.available(model, "cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert CudaEngine.available(model, "cuda") is None
-    monkeypatch.setattr(type(model), "name", "subscale_wavernn")
-    assert "no CUDA path for model 'subscale_wavernn'" in CudaEngine.available(model, "cuda")
+    monkeypatch.setattr(type(model), "name", "unknown_vocoder")
+    assert "no CUDA path for model 'unknown_vocoder'" in CudaEngine.available(model, "cuda")
 
 
 def test_cuda_engine_refuses_bad_options():

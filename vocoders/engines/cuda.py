@@ -12,7 +12,10 @@ Kernels (option `kernel`):
     auto        persistent for batch <= `persistent_max_batch` when Triton is installed, else graph.
 
 WaveNet runs on the graph kernel only (cuda_wavenet.py: its ring buffers and layer conditioning on
-the device, a chunk of steps in one CUDA graph); there is no Triton kernel for it yet.
+the device, a chunk of steps in one CUDA graph); there is no Triton kernel for it yet. Subscale
+WaveRNN runs on the graph kernel only too (cuda_subscale.py: per step the context CNN of all B
+sub-tensors in batched products, W_cond and the core step for all batch * B streams, a chunk of
+staggered steps in one CUDA graph; W_cond and the context CNN stay float32 whatever `dtype`).
 
 `dtype` chooses the weight storage: float32, bfloat16 or float16; products accumulate in float32
 (tests state the resulting logit bound and sample agreement). Noise is drawn before the loop by the
@@ -28,6 +31,7 @@ import torch
 
 from ..models.base import VocoderModel
 from .base import Engine
+from .cuda_subscale import ContextWeights, SubscaleGraphStepper, SubscaleSampler
 from .cuda_wavenet import WaveNetGraphStepper, WaveNetPack, WaveNetSampler
 from .cuda_wavernn import CapturedStepper, GraphStepper, WaveRNNSampler
 from .wavernn_pack import WaveRNNPack, weight_dtype
@@ -35,8 +39,8 @@ from .wavernn_pack import WaveRNNPack, weight_dtype
 log = logging.getLogger(__name__)
 
 KERNELS = ("auto", "persistent", "graph", "phased")
-SUPPORTED_MODELS = ("wavernn", "wavenet")
-GRAPH_ONLY_MODELS = ("wavenet",)  # no Triton kernel: the CUDA-graph step only
+SUPPORTED_MODELS = ("wavernn", "wavenet", "subscale_wavernn")
+GRAPH_ONLY_MODELS = ("wavenet", "subscale_wavernn")  # no Triton kernel: the CUDA-graph step only
 
 
 def triton_installed() -> bool:
@@ -44,7 +48,7 @@ def triton_installed() -> bool:
 
 
 class CudaEngine(Engine):
-    """WaveRNN and WaveNet sampling on a CUDA device (see the module docstring for the kernels).
+    """WaveRNN, WaveNet and Subscale WaveRNN sampling on a CUDA device (see the module docstring for the kernels).
 
     Args:
         model, device: the model and a CUDA device.
@@ -85,9 +89,12 @@ class CudaEngine(Engine):
             self.pack = WaveNetPack.from_model(model, self.device, self.weight_dtype)
             # a chunk must hold the longest ring span (the ring length divides the chunk)
             self.chunk_frames = max(self.chunk_frames, -(-self.pack.ring_span // model.hop_length))
+        elif model.name == "subscale_wavernn":
+            self.pack = WaveRNNPack.from_model(model.core, self.device, self.weight_dtype)
+            self.context_weights = ContextWeights(model, self.device)
         else:
             self.pack = WaveRNNPack.from_model(model, self.device, self.weight_dtype)
-        self._samplers: dict[tuple[str, int], WaveRNNSampler | WaveNetSampler] = {}
+        self._samplers: dict[tuple[str, int], WaveRNNSampler | WaveNetSampler | SubscaleSampler] = {}
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
@@ -110,7 +117,7 @@ class CudaEngine(Engine):
             return "persistent"
         return "graph"
 
-    def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler:
+    def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
         """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
         kernel = self.kernel_for(batch)
         key = (kernel, batch)
@@ -120,6 +127,16 @@ class CudaEngine(Engine):
                 stepper = WaveNetGraphStepper(self.pack, batch, steps)
                 self._samplers[key] = WaveNetSampler(self.pack, stepper, self.chunk_frames)
                 log.info("cuda engine: wavenet graph step, batch %d, %s weights", batch, self.dtype)
+                return self._samplers[key]
+            if self.model.name == "subscale_wavernn":
+                stepper = SubscaleGraphStepper(self.pack, self.context_weights, batch, steps)
+                self._samplers[key] = SubscaleSampler(self.model, self.pack, stepper)
+                log.info(
+                    "cuda engine: subscale graph step, batch %d x %d streams, %s weights",
+                    batch,
+                    self.model.subscale,
+                    self.dtype,
+                )
                 return self._samplers[key]
             if kernel == "graph":
                 stepper = GraphStepper(self.pack, batch, steps)

@@ -106,35 +106,58 @@ class GraphStepper(ChunkGraphStepper):
         n = torch.tanh(gi[:, 2] + r * gh[:, 2])
         return z * h_old + (1.0 - z) * n
 
-    def _step(self, t: int, temperature: float, forced: bool) -> None:
-        p, h = self.pack, self.hidden
+    def _core_step(
+        self,
+        h: torch.Tensor,
+        prev: torch.Tensor,
+        inputs: torch.Tensor,
+        noise: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float,
+        forced: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One WaveRNN step of n streams, out of place.
+
+        h [n, H]; prev [n] the previous sample classes; inputs [n, 3H] the conditioning's input-gate
+        terms (b_ih included); noise [n, 2]; targets [n] (read when `forced`).
+        Returns (h' [n, H], sample [n], coarse logits [n, Kc], fine logits [n, Kf]).
+        """
+        p = self.pack
         half, fine_mask = p.half, p.fine_classes - 1
         gh = self._linear(h, "recurrent").view(-1, 3, p.hidden)
-        c_prev = self._scale(self.prev >> p.fine_bits, p.coarse_classes)
-        known = torch.stack([c_prev, self._scale(self.prev & fine_mask, p.fine_classes)], dim=-1)
-        gi = (self.inputs[:, t] + known @ p.w_prev).view(-1, 3, p.hidden)
+        c_prev = self._scale(prev >> p.fine_bits, p.coarse_classes)
+        known = torch.stack([c_prev, self._scale(prev & fine_mask, p.fine_classes)], dim=-1)
+        gi = (inputs + known @ p.w_prev).view(-1, 3, p.hidden)
         h_coarse = self._gates(gi[:, :, :half], gh[:, :, :half], h[:, :half])
         y = torch.relu(self._linear(h_coarse, "out1"))
         logits_c = self._linear(y, "out2")
         if forced:
-            coarse = self.targets[:, t] >> p.fine_bits
+            coarse = targets >> p.fine_bits
         else:
-            coarse = sample_categorical(logits_c, self.noise[:, t, 0], temperature)
+            coarse = sample_categorical(logits_c, noise[:, 0], temperature)
         w_now = p.w_now.view(3, p.hidden)[:, half:]
         gi_fine = gi[:, :, half:] + self._scale(coarse, p.coarse_classes)[:, None, None] * w_now
         h_fine = self._gates(gi_fine, gh[:, :, half:], h[:, half:])
         y = torch.relu(self._linear(h_fine, "out3"))
         logits_f = self._linear(y, "out4")
         if forced:
-            sample = self.targets[:, t]
+            sample = targets
+        else:
+            fine = sample_categorical(logits_f, noise[:, 1], temperature)
+            sample = (coarse << p.fine_bits) | fine
+        return torch.cat([h_coarse, h_fine], dim=-1), sample, logits_c, logits_f
+
+    def _step(self, t: int, temperature: float, forced: bool) -> None:
+        p = self.pack
+        h, sample, logits_c, logits_f = self._core_step(
+            self.hidden, self.prev, self.inputs[:, t], self.noise[:, t], self.targets[:, t], temperature, forced
+        )
+        if forced:
             self.logits[:, t, 0, : p.coarse_classes] = logits_c
             self.logits[:, t, 1, : p.fine_classes] = logits_f
-        else:
-            fine = sample_categorical(logits_f, self.noise[:, t, 1], temperature)
-            sample = (coarse << p.fine_bits) | fine
         self.samples[:, t] = sample
         self.prev.copy_(sample)
-        self.hidden.copy_(torch.cat([h_coarse, h_fine], dim=-1))
+        self.hidden.copy_(h)
 
     def _recurrent_state(self) -> tuple[torch.Tensor, ...]:
         return self.hidden, self.prev
