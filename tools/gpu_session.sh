@@ -2,7 +2,8 @@
 # Everything a session with a lent GPU (H100) does, in one device call of at most 10 minutes:
 #   1. install what the device image lacks from wheels carried in .whl/, and this package;
 #   2. run the tests marked `gpu` (CUDA engine against the reference engine, real Triton kernels);
-#   3. print every CUDA benchmark JSON line (WaveRNN-896 single stream and batched, the wavenet recipe).
+#   3. print every CUDA benchmark JSON line (WaveRNN-896 single stream and batched, Sparse WaveRNN,
+#      Subscale B = 16 and 8 with the plain core timed in the same run, the wavenet recipe).
 #
 # Before the call, on the development machine (PyPI reachable), once per checkout:
 #     tools/fetch_gpu_wheels.sh                  # fills .whl/ (about 3 MB, ignored by git)
@@ -71,6 +72,8 @@ if [ "$STAGES" = all ] || [ "$STAGES" = bench ]; then
   bench $W896 bench.engine=cuda bench.batch=256 bench.dtype=bfloat16 bench.seconds=2
   bench recipe=sparse_wavernn bench.engine=sparse-cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=sparse_wavernn bench.engine=sparse-cuda bench.batch=1 bench.dtype=bfloat16 bench.seconds=2
+  bench recipe=subscale_wavernn model.subscale=16 bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
+  bench recipe=subscale_wavernn model.subscale=8 bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=wavenet bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=wavenet bench.engine=cuda bench.batch=1 bench.dtype=bfloat16 bench.seconds=2
 fi
