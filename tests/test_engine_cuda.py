@@ -35,6 +35,8 @@ from vocoders.features import MelConfig  # noqa: E402
 from vocoders.models import WaveRNN  # noqa: E402
 from vocoders.sampling import draw_noise, sample_categorical  # noqa: E402
 
+from .engine_checks import forced_draw_agreement, max_logit_error  # noqa: E402
+
 try:
     import triton
     import triton.language as tl
@@ -81,22 +83,6 @@ def case(model: WaveRNN, batch: int, frames: int, seed: int = 0):
     with torch.no_grad():
         parallel = model.forward_logits(mel, reference)
     return mel, cond, noise, reference, parallel
-
-
-def max_logit_error(logits: torch.Tensor, parallel: torch.Tensor) -> float:
-    assert torch.equal(torch.isinf(logits), torch.isinf(parallel)), "padding classes differ"
-    finite = torch.isfinite(parallel)
-    return float((logits[finite] - parallel[finite]).abs().max())
-
-
-def forced_draw_agreement(logits: torch.Tensor, parallel: torch.Tensor, noise: torch.Tensor) -> float:
-    """Fraction of draws (both halves, every step) that pick the same class from the two logits."""
-    same = []
-    for half in range(2):
-        a = sample_categorical(logits[:, :, half].flatten(0, 1).cpu(), noise[..., half].flatten())
-        b = sample_categorical(parallel[:, :, half].flatten(0, 1), noise[..., half].flatten())
-        same.append(a == b)
-    return float(torch.cat(same).float().mean())
 
 
 # ---- engine registration and refusal --------------------------------------------------------------

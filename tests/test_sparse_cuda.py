@@ -21,8 +21,10 @@ from vocoders.engines import ENGINES, PREFERENCE, make_engine  # noqa: E402
 from vocoders.engines.sparse_cpu import rounded_model  # noqa: E402
 from vocoders.engines.sparse_cuda import SparseCudaEngine, SparseGraphStepper  # noqa: E402
 from vocoders.models import WaveRNN  # noqa: E402
-from vocoders.sampling import draw_noise, sample_categorical  # noqa: E402
+from vocoders.sampling import draw_noise  # noqa: E402
 from vocoders.sparsity import Pruner, PruningSchedule  # noqa: E402
+
+from .engine_checks import forced_draw_agreement, max_logit_error  # noqa: E402
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton ('.[gpu]')")
 needs_interpreter = pytest.mark.skipif(not INTERPRET, reason="CPU tensors run only under the Triton interpreter")
@@ -49,22 +51,6 @@ def case(model: WaveRNN, batch: int, frames: int, seed: int = 0):
     with torch.no_grad():
         cond = model.conditioning(mel)
     return mel, cond, draw_noise(batch, model.num_samples(cond), model.noise_per_step, seed=seed)
-
-
-def max_logit_error(logits: torch.Tensor, parallel: torch.Tensor) -> float:
-    assert torch.equal(torch.isinf(logits), torch.isinf(parallel)), "padding classes differ"
-    finite = torch.isfinite(parallel)
-    return float((logits[finite] - parallel[finite]).abs().max())
-
-
-def forced_draw_agreement(logits: torch.Tensor, parallel: torch.Tensor, noise: torch.Tensor) -> float:
-    """Fraction of draws (both halves, every step) that pick the same class from the two logits."""
-    same = []
-    for half in range(2):
-        a = sample_categorical(logits[:, :, half].flatten(0, 1).cpu(), noise[..., half].flatten())
-        b = sample_categorical(parallel[:, :, half].flatten(0, 1), noise[..., half].flatten())
-        same.append(a == b)
-    return float(torch.cat(same).float().mean())
 
 
 def test_sparse_cuda_is_registered_before_the_dense_engines():

@@ -47,7 +47,24 @@ def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-class CudaEngine(Engine):
+class ChunkSamplerEngine(Engine):
+    """An engine whose `sampler(batch)` drives chunks of steps on the device (the CUDA engines)."""
+
+    def sampler(self, batch: int):
+        raise NotImplementedError
+
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        self.check_inputs(self.model, cond, noise)
+        return self.sampler(cond.shape[0]).generate(cond, noise, temperature)
+
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        expected = (cond.shape[0], self.model.num_samples(cond))
+        if tuple(targets.shape) != expected:
+            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
+        return self.sampler(cond.shape[0]).forced_logits(cond, targets)
+
+
+class CudaEngine(ChunkSamplerEngine):
     """WaveRNN, WaveNet and Subscale WaveRNN sampling on a CUDA device (see the module docstring for the kernels).
 
     Args:
@@ -149,13 +166,3 @@ class CudaEngine(Engine):
             self._samplers[key] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
             log.info("cuda engine: %s kernel, batch %d, %s weights", kernel, batch, self.dtype)
         return self._samplers[key]
-
-    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        self.check_inputs(self.model, cond, noise)
-        return self.sampler(cond.shape[0]).generate(cond, noise, temperature)
-
-    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        expected = (cond.shape[0], self.model.num_samples(cond))
-        if tuple(targets.shape) != expected:
-            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
-        return self.sampler(cond.shape[0]).forced_logits(cond, targets)

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..models.base import StepCost, VocoderModel
-from .base import Engine
-from .cuda import triton_installed
+from .cuda import ChunkSamplerEngine, triton_installed
 from .cuda_wavernn import BIAS_OF, GraphStepper, WaveRNNSampler
 from .sparse_cpu import MIN_SPARSITY
 from .sparse_packing import sparsity_of
@@ -97,7 +96,7 @@ class SparseGraphStepper(GraphStepper):
         return ell_matvec_launch(matrix, x.contiguous(), bias, self.groups_per_program)
 
 
-class SparseCudaEngine(Engine):
+class SparseCudaEngine(ChunkSamplerEngine):
     """Sparse WaveRNN sampled on a CUDA device with block-sparse products (see the module docstring).
 
     Args:
@@ -168,16 +167,6 @@ class SparseCudaEngine(Engine):
             stepper = SparseGraphStepper(self.pack, self.ell, batch, steps, groups_per_program=self.groups_per_program)
             self._samplers[batch] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
         return self._samplers[batch]
-
-    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        self.check_inputs(self.model, cond, noise)
-        return self.sampler(cond.shape[0]).generate(cond, noise, temperature)
-
-    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        expected = (cond.shape[0], self.model.num_samples(cond))
-        if tuple(targets.shape) != expected:
-            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
-        return self.sampler(cond.shape[0]).forced_logits(cond, targets)
 
     def step_cost(self) -> StepCost:
         """The model's step cost counting what the ELL kernel reads for each sparse matrix: every stored
