@@ -53,9 +53,9 @@ def case(model: WaveRNN, batch: int, frames: int, seed: int = 0):
     return mel, cond, draw_noise(batch, model.num_samples(cond), model.noise_per_step, seed=seed)
 
 
-def test_sparse_cuda_is_registered_before_the_dense_engines():
+def test_sparse_cuda_is_registered_after_the_dense_gpu_engine():
     assert ENGINES["sparse-cuda"] is SparseCudaEngine
-    assert PREFERENCE.index("sparse-cuda") < PREFERENCE.index("cuda") < PREFERENCE.index("sparse-cpu")
+    assert PREFERENCE.index("cuda") < PREFERENCE.index("sparse-cuda") < PREFERENCE.index("sparse-cpu")
 
 
 def test_availability_and_refusals(monkeypatch):
@@ -155,8 +155,8 @@ def test_sparse_cuda_engine_on_a_gpu_matches_reference(batch):
     """The compiled ELL kernel inside a captured CUDA graph: the reference's samples and logits."""
     model = sparse_model(hidden=64, out_hidden=48, sparsity=0.9)
     mel, cond, noise = case(model, batch=batch, frames=2)
-    engine = make_engine("auto", model, "cuda")
-    assert engine.name == "sparse-cuda" and engine.sampler(batch).stepper.use_graph
+    engine = make_engine("sparse-cuda", model, "cuda")
+    assert engine.sampler(batch).stepper.use_graph
     reference = make_engine("reference", model).generate(cond, noise)
     samples = engine.generate(cond, noise)
     assert samples.device.type == "cuda" and torch.equal(samples.cpu(), reference)

@@ -21,7 +21,8 @@ are rounded (`sparse_cpu.rounded_model`); the dense products round their inputs 
 
 Without a GPU the engine runs on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1, set
 before Triton is first imported), which is how the tests check it; `engine=auto` never picks it off a
-CUDA device. On a CUDA device `auto` picks it for a model whose R is sparse, before the dense `cuda`.
+CUDA device. On a CUDA device `auto` takes the dense `cuda` engine first (its persistent kernel runs a
+chunk in one launch; neither has been timed on a GPU yet), so this engine is asked for by name.
 """
 
 from __future__ import annotations
