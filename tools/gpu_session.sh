@@ -70,6 +70,7 @@ if [ "$STAGES" = all ] || [ "$STAGES" = bench ]; then
   bench $W896 bench.engine=cuda bench.batch=1 bench.dtype=bfloat16 bench.seconds=4
   bench $W896 bench.engine=cuda bench.batch=64 bench.dtype=bfloat16 bench.seconds=2
   bench $W896 bench.engine=cuda bench.batch=256 bench.dtype=bfloat16 bench.seconds=2
+  bench recipe=sparse_wavernn bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=sparse_wavernn bench.engine=sparse-cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=sparse_wavernn bench.engine=sparse-cuda bench.batch=1 bench.dtype=bfloat16 bench.seconds=2
   bench recipe=subscale_wavernn model.subscale=16 bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
