@@ -75,3 +75,20 @@ def test_write_wav_is_16_bit_and_leaves_no_temporary(tmp_path):
     back, _ = read_audio(out)
     assert np.abs(back - audio).max() <= 1 / 32768 + 1e-7
     assert [p.name for p in out.parent.iterdir()] == ["o.wav"]
+
+
+def test_preemphasis_and_its_inverse():
+    from vocoders.audio import deemphasize, preemphasize
+
+    x = torch.randn(2, 3000, generator=torch.Generator().manual_seed(0)) * 0.1  # no clipping
+    y = preemphasize(x, 0.86)
+    assert y.shape == x.shape
+    assert torch.allclose(y[:, 1:], x[:, 1:] - 0.86 * x[:, :-1], atol=1e-6)
+    assert torch.allclose(y[:, 0], x[:, 0])
+    back = deemphasize(y, 0.86)
+    expected = torch.zeros_like(y)  # the recursion written out
+    for t in range(y.shape[1]):
+        expected[:, t] = y[:, t] + (0.86 * expected[:, t - 1] if t else 0.0)
+    assert torch.allclose(back, expected, atol=1e-6)
+    assert torch.allclose(back, x, atol=1e-6)
+    assert torch.equal(deemphasize(y, 0.0), y)

@@ -149,3 +149,20 @@ def test_refuses_what_it_cannot_run(tiny_wavernn):
     assert "WaveRNN step only" in CpuEngine.available(other, "cpu")
     with pytest.raises(ValueError, match="stores weights as float32, not 'int8'"):
         make_engine("reference", tiny_wavernn, dtype="int8")
+
+
+@needs_native
+@pytest.mark.parametrize("fine_bits", [5, 2, 1])
+def test_mulaw_preemphasis_model_same_audio_as_the_reference(mel_config, fine_bits):
+    """The engines see classes only: a mu-law model with pre-emphasis and any split of its 10 bits
+    (5 + 5, 8 + 2, 9 + 1) gives the reference's samples and audio."""
+    torch.manual_seed(3)
+    model = WaveRNN(
+        mel=mel_config.to_dict(), hidden_size=40, cond_channels=8, cond_blocks=1, bits=10, fine_bits=fine_bits,
+        encoding="mulaw", preemphasis=0.86,
+    ).eval()  # fmt: skip
+    _, cond, noise = inputs(model, frames=2, seed=5)
+    reference = make_engine("reference", model)
+    engine = make_engine("cpu", model)
+    assert torch.equal(engine.generate(cond, noise), reference.generate(cond, noise))
+    assert torch.equal(engine.synthesize(cond, noise), reference.synthesize(cond, noise))

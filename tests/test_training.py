@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import soundfile as sf
+import torch
 from hydra import compose, initialize_config_module
 
 import vocoders
@@ -122,3 +123,31 @@ def test_non_editable_install_trains_from_any_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vocoded held-out utterance" in result.stdout
     assert (elsewhere / "out" / "checkpoints" / "last.safetensors").is_file()
+
+
+def _hop_aligned_start(segment, whole, hop):
+    """The first start (in frames) at which `segment` is a piece of `whole`, or None."""
+    for start in range(len(whole) // hop):
+        piece = whole[start * hop : start * hop + len(segment)]
+        if len(piece) == len(segment) and (piece == segment).all():
+            return start
+    return None
+
+
+def test_validation_segments_cover_whole_utterances_and_stay_fixed(tmp_path):
+    """Validation draws its segments over the whole utterance, as training does, not from the silent starts."""
+    from vocoders.training import Trainer
+
+    trainer = Trainer(tiny_cfg(tmp_path, "data.valid_segments=48"))
+    mels, audios = trainer.validation_segments()
+    assert len(mels) == len(audios) == 48
+    assert trainer.validation_segments()[1] is audios  # drawn once: every validation sees the same segments
+    hop = trainer.model.hop_length
+    starts = []
+    for i, audio in enumerate(audios):
+        feats = trainer.valid_features[i % len(trainer.valid_features)]
+        start = _hop_aligned_start(audio.numpy(), feats.audio.astype("float32") / 32768.0, hop)
+        assert start is not None, "a validation segment is not a hop-aligned piece of its utterance"
+        starts.append(start)
+    assert sum(s > 0 for s in starts) > len(starts) // 2
+    assert torch.equal(Trainer(tiny_cfg(tmp_path, "data.valid_segments=48")).validation_segments()[1][5], audios[5])

@@ -111,3 +111,48 @@ def test_learns_a_segment():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < first - 0.5
+
+
+@pytest.mark.parametrize("bits, fine_bits", [(8, None), (10, None), (10, 2)])
+def test_mulaw_encoding_round_trip_and_class_split(bits, fine_bits):
+    model = WaveRNN(
+        hidden_size=16,
+        cond_channels=4,
+        cond_blocks=1,
+        bits=bits,
+        fine_bits=fine_bits,
+        encoding="mulaw",
+        preemphasis=0.86,
+    )
+    assert model.coarse_classes * model.fine_classes == 1 << bits
+    assert model.fine_classes == 1 << (fine_bits or bits // 2)
+    t = torch.arange(8192, dtype=torch.float32)
+    audio = (0.4 * torch.sin(t / 9.0) * torch.sin(t / 1500.0)).unsqueeze(0)
+    classes = model.encode(audio)
+    assert classes.dtype == torch.int64 and classes.min() >= 0 and classes.max() < 1 << bits
+    coarse, fine = model.split(classes)
+    assert coarse.max() < model.coarse_classes and fine.max() < model.fine_classes
+    assert torch.equal((coarse << model.fine_bits) | fine, classes)
+    # mu-law error is relative to the amplitude, and de-emphasis keeps it low-pass: the error stays small
+    error = (model.decode(classes) - audio).abs().max()
+    assert error < {8: 0.05, 10: 0.012}[bits]
+    assert model.kwargs["encoding"] == "mulaw" and model.kwargs["preemphasis"] == 0.86
+
+
+def test_bad_encoding_refused():
+    with pytest.raises(ValueError, match="encoding"):
+        WaveRNN(hidden_size=16, encoding="alaw")
+    with pytest.raises(ValueError, match="preemphasis"):
+        WaveRNN(hidden_size=16, preemphasis=1.0)
+    with pytest.raises(ValueError, match="fine_bits"):
+        WaveRNN(hidden_size=16, bits=10, fine_bits=0)
+
+
+def test_uneven_linear_split_keeps_the_pcm_value():
+    """Linear 16 bits split 12 + 4 encodes the same PCM values as the byte split; only the softmaxes differ."""
+    even, uneven = WaveRNN(hidden_size=16), WaveRNN(hidden_size=16, fine_bits=4)
+    audio = torch.linspace(-0.9, 0.9, 1001).unsqueeze(0)
+    assert torch.equal(even.encode(audio), uneven.encode(audio))
+    assert torch.equal(uneven.decode(uneven.encode(audio)), even.decode(even.encode(audio)))
+    coarse, fine = uneven.split(uneven.encode(audio))
+    assert coarse.max() < 4096 and fine.max() < 16

@@ -3,6 +3,7 @@
 - read/write: wav, flac and ogg through soundfile, mixed down to mono, resampled with soxr.
 - mu-law companding (WaveNet): 256 classes, mu = 255.
 - 16-bit coarse/fine split (WaveRNN): a signed 16-bit sample as two unsigned bytes.
+- pre-emphasis x[t] - a x[t-1] and its inverse, the one-pole de-emphasis filter.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = [
     "int16_to_float",
     "split_coarse_fine",
     "join_coarse_fine",
+    "preemphasize",
+    "deemphasize",
 ]
 
 
@@ -160,3 +163,28 @@ def join_coarse_fine(coarse: torch.Tensor, fine: torch.Tensor, bits: int = 16) -
     levels = 1 << bits
     u = (coarse.long() << fine_bits) | fine.long()
     return ((u - levels // 2).double() / (levels // 2)).float()
+
+
+# ---- pre-emphasis --------------------------------------------------------------------------
+
+
+def preemphasize(audio: torch.Tensor, alpha: float) -> torch.Tensor:
+    """x[t] - alpha * x[t-1] along the last axis, x[-1] = 0, clipped to [-1, 1]. Shape kept."""
+    previous = torch.nn.functional.pad(audio[..., :-1], (1, 0))
+    return (audio - alpha * previous).clamp(-1.0, 1.0)
+
+
+def deemphasize(audio: torch.Tensor, alpha: float, tolerance: float = 1e-9) -> torch.Tensor:
+    """The inverse filter y[t] = x[t] + alpha * y[t-1] (y[-1] = 0) along the last axis. Shape kept.
+
+    Runs as a causal convolution with the impulse response alpha^n truncated where it falls below
+    `tolerance` (alpha 0.86: 138 taps), so it is parallel and runs on any device.
+    """
+    if alpha == 0.0:
+        return audio.float()
+    taps = max(1, int(np.ceil(np.log(tolerance) / np.log(alpha))))
+    kernel = alpha ** torch.arange(taps - 1, -1, -1, dtype=torch.float64, device=audio.device)
+    shape = audio.shape
+    x = audio.reshape(-1, 1, shape[-1]).to(torch.float64)
+    y = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (taps - 1, 0)), kernel.view(1, 1, -1))
+    return y.reshape(shape).float()

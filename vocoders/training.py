@@ -123,6 +123,7 @@ class Trainer:
             torch.manual_seed(int(cfg.seed) + 1_000_003 * self.dist.rank)
         self.step = 0
         self.resumed_from: int | None = None
+        self._validation_segments: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._build_data()
         self._build_optimizer()
         self.pruner = build_pruner(self.model, cfg.get("sparsity"))
@@ -453,19 +454,33 @@ class Trainer:
         self.write_metrics("valid", totals)
         return totals
 
+    def validation_segments(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The fixed validation segments: (mels, audios), drawn once as training draws its segments.
+
+        Utterance i % n of the n validation utterances, at a start drawn uniformly over the whole
+        utterance by a generator of its own (seeded by `seed`), so validation sees speech and silence
+        in the proportion training does and the same segments at every validation.
+        """
+        if self._validation_segments is None:
+            count = int(self.cfg.data.get("valid_segments", 32))
+            seg = self.train_set.segment_frames
+            generator = torch.Generator().manual_seed(int(self.cfg.seed))
+            mels, audios = [], []
+            for i in range(count):
+                feats = self.valid_features[i % len(self.valid_features)]
+                spare = max(0, feats.frames - seg)
+                start = int(torch.randint(0, spare + 1, (), generator=generator))
+                mel, audio = self.train_set.segment(feats, start)
+                mels.append(mel)
+                audios.append(audio)
+            self._validation_segments = (mels, audios)
+        return self._validation_segments
+
     def validation_loss(self, model: VocoderModel) -> dict[str, float]:
         model.eval()
         d = self.cfg.data
-        count = int(d.get("valid_segments", 32))
-        seg = self.train_set.segment_frames
-        mels, audios = [], []
-        for i in range(count):
-            feats = self.valid_features[i % len(self.valid_features)]
-            spare = max(0, feats.frames - seg)
-            start = (i // len(self.valid_features)) * seg * 3 % (spare + 1)
-            mel, audio = self.train_set.segment(feats, start)
-            mels.append(mel)
-            audios.append(audio)
+        mels, audios = self.validation_segments()
+        count = len(mels)
         totals: dict[str, float] = {}
         batch = max(1, int(d.batch_size))
         for i in range(0, count, batch):

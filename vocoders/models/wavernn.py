@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import join_coarse_fine, split_coarse_fine
+from ..audio import deemphasize, join_coarse_fine, mulaw_decode, mulaw_encode, preemphasize, split_coarse_fine
 from ..features import MelConfig
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
@@ -48,7 +48,15 @@ class WaveRNN(VocoderModel):
         cond_blocks: residual 1x1 blocks in the conditioning network.
         upsample_taps: frames each sample's conditioning interpolates between.
         out_hidden: width of O1 and O3 (default H / 2).
-        bits: sample resolution; coarse gets bits - bits // 2, fine bits // 2 (16 -> 8 + 8).
+        bits: sample resolution; coarse gets bits - fine_bits, fine gets fine_bits (16 -> 8 + 8).
+        fine_bits: bits of the fine softmax (default bits // 2). An uneven split such as 10 -> 8 + 2
+            with mu-law gives a coarse softmax as smooth as WaveNet's 256 mu-law classes, refined by
+            a small fine one.
+        encoding: "linear" (the paper's 16-bit PCM split into bytes) or "mulaw" (mu-law companding to
+            2^bits classes, mu = 2^bits - 1, split into high and low bits the same way). The dual
+            softmax factorises either exactly: P(c) P(f | c) over the same 2^bits classes.
+        preemphasis: alpha of the pre-emphasis x[t] - alpha x[t-1] applied before quantising (0 = none);
+            decoding inverts it, so quantisation and sampling noise come out low-pass shaped.
     """
 
     name = "wavernn"
@@ -64,8 +72,17 @@ class WaveRNN(VocoderModel):
         upsample_taps: int = 3,
         out_hidden: int | None = None,
         bits: int = 16,
+        fine_bits: int | None = None,
+        encoding: str = "linear",
+        preemphasis: float = 0.0,
     ) -> None:
         super().__init__(mel)
+        if encoding not in ("linear", "mulaw"):
+            raise ValueError(f"encoding must be 'linear' or 'mulaw', got {encoding!r}")
+        if not 0.0 <= preemphasis < 1.0:
+            raise ValueError(f"preemphasis must be in [0, 1), got {preemphasis}")
+        self.encoding = encoding
+        self.preemphasis = float(preemphasis)
         if hidden_size < 2 or hidden_size % 2:
             raise ValueError(f"hidden_size must be an even number >= 2, got {hidden_size}")
         if not 2 <= bits <= 16:
@@ -78,7 +95,9 @@ class WaveRNN(VocoderModel):
         self.upsample_taps = upsample_taps
         self.out_hidden = out_hidden or self.half
         self.bits = bits
-        self.fine_bits = bits // 2
+        self.fine_bits = bits // 2 if fine_bits is None else int(fine_bits)
+        if not 1 <= self.fine_bits < bits:
+            raise ValueError(f"fine_bits must be in 1..{bits - 1}, got {self.fine_bits}")
         self.coarse_classes = 1 << (bits - self.fine_bits)
         self.fine_classes = 1 << self.fine_bits
 
@@ -111,6 +130,9 @@ class WaveRNN(VocoderModel):
             "upsample_taps": self.upsample_taps,
             "out_hidden": self.out_hidden,
             "bits": self.bits,
+            "fine_bits": self.fine_bits,
+            "encoding": self.encoding,
+            "preemphasis": self.preemphasis,
         }
 
     @property
@@ -146,11 +168,22 @@ class WaveRNN(VocoderModel):
 
     # ---- sample representation ---------------------------------------------------------------
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.preemphasis:
+            audio = preemphasize(audio, self.preemphasis)
+        if self.encoding == "mulaw":
+            return mulaw_encode(audio, 1 << self.bits)
         coarse, fine = split_coarse_fine(audio, self.bits)
-        return (coarse << self.fine_bits) | fine
+        return (coarse << (self.bits // 2)) | fine  # the PCM value; `split` divides it by fine_bits
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
-        return join_coarse_fine(samples >> self.fine_bits, samples & (self.fine_classes - 1), self.bits)
+        if self.encoding == "mulaw":
+            audio = mulaw_decode(samples, 1 << self.bits)
+        else:
+            low = self.bits // 2
+            audio = join_coarse_fine(samples >> low, samples & ((1 << low) - 1), self.bits)
+        if self.preemphasis:
+            audio = deemphasize(audio, self.preemphasis).clamp_(-1.0, 1.0)
+        return audio
 
     def split(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample classes -> (coarse, fine) classes."""

@@ -1,0 +1,325 @@
+"""Diagnostics that tell a training budget from a bug: `python -m vocoders.diagnose CHECK ...`.
+
+- overfit: train a recipe on one or two utterances until the teacher-forced loss is low, then
+  generate free-running from the same mels with every CPU engine and compare the pitch with the
+  ground truth (F0 RMSE on frames voiced in both, V/UV error) and as spectrogram PNGs. A model that
+  cannot follow the harmonics of audio it has memorised points at a bug in generation.
+- conditioning: validation cross-entropy with the true mel against a zeroed and a shuffled one.
+  A small gap means the model ignores its conditioning.
+- agreement: the engine's teacher-forced logits against the training forward pass on the same mel
+  and audio (a whole utterance, its first frames included).
+
+Each prints one JSON object; the library functions below are what the tests call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import read_audio
+from .data import FeatureCache, Features, find_utterances, mel_window
+from .engines import ENGINES, make_engine
+from .models.base import VocoderModel
+from .sampling import draw_noise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterance:
+    """A ground-truth utterance for the checks: audio [samples] float32 and its mel [n_mels, frames]."""
+
+    id: str
+    audio: np.ndarray
+    mel: np.ndarray
+
+
+def load_utterances(manifest: str | Path, model: VocoderModel, split: str, ids: list[str] | None, limit: int):
+    """Utterances of a manifest's split (or the named ids), as features of the model's mel contract."""
+    found = find_utterances(manifest)
+    chosen = [u for u in found if (u.id in ids if ids else u.split == split)]
+    if not chosen:
+        raise ValueError(f"{manifest}: no utterances {'named ' + ', '.join(ids) if ids else 'in split ' + split}")
+    cache = FeatureCache(None, model.mel_config)
+    out = []
+    for utt in chosen[:limit]:
+        feats: Features = cache.load(utt)
+        out.append(Utterance(utt.id, np.asarray(feats.audio, dtype=np.float32) / 32768.0, np.asarray(feats.mel)))
+    return out
+
+
+def cpu_engines(model: VocoderModel) -> list[str]:
+    """Every engine that can run `model` on the CPU."""
+    return [name for name, cls in ENGINES.items() if cls.available(model, "cpu") is None]
+
+
+@torch.no_grad()
+def free_running(
+    model: VocoderModel, utterances: list[Utterance], engine: str, seed: int = 0, seconds: float | None = None
+) -> list[dict[str, Any]]:
+    """Generate each utterance from its mel with `engine`; pitch metrics against the ground truth.
+
+    Returns one row per utterance: id, engine, f0_rmse_cents, vuv_error, samples_per_second, and the
+    generated audio (key "audio", float32 [samples]) for plotting.
+    """
+    from .metrics import f0_metrics
+
+    model = model.eval()
+    runner = make_engine(engine, model, "cpu")
+    rows = []
+    for utt in utterances:
+        frames = utt.mel.shape[1]
+        if seconds:
+            frames = min(frames, max(1, int(seconds * model.sample_rate / model.hop_length)))
+        ctx = model.mel_context
+        mel = torch.from_numpy(mel_window(utt.mel, -ctx, frames + ctx)).unsqueeze(0)
+        cond = model.conditioning(mel)
+        noise = draw_noise(1, model.num_samples(cond), model.noise_per_step, seed=seed)
+        started = time.perf_counter()
+        audio = runner.synthesize(cond, noise)[0].numpy()
+        elapsed = time.perf_counter() - started
+        truth = utt.audio[: len(audio)]
+        rows.append(
+            {
+                "id": utt.id,
+                "engine": engine,
+                **f0_metrics(truth, audio, model.sample_rate),
+                "samples_per_second": len(audio) / max(elapsed, 1e-9),
+                "audio": audio,
+            }
+        )
+    return rows
+
+
+@torch.no_grad()
+def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_frames: int, seed: int = 0):
+    """Teacher-forced loss on fixed segments with the true mel, a zeroed mel (the log floor) and a
+    shuffled one (the frames of another utterance). Returns {"true": .., "zeroed": .., "shuffled": ..}
+    with each the mean loss (nats) over the same segments and targets."""
+    model = model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    ctx, hop = model.mel_context, model.hop_length
+    mels, audios = [], []
+    for utt in utterances:
+        spare = max(0, utt.mel.shape[1] - segment_frames)
+        start = int(torch.randint(0, spare + 1, (), generator=generator))
+        mels.append(mel_window(utt.mel, start - ctx, start + segment_frames + ctx))
+        piece = np.zeros(segment_frames * hop, dtype=np.float32)
+        chunk = utt.audio[start * hop : (start + segment_frames) * hop]
+        piece[: len(chunk)] = chunk
+        audios.append(piece)
+    mel = torch.from_numpy(np.stack(mels))
+    audio = torch.from_numpy(np.stack(audios))
+    floor = float(np.log(model.mel_config.log_floor)) if model.mel_config.log_base == "e" else None
+    zeroed = torch.full_like(mel, floor if floor is not None else float(mel.min()))
+    shuffled = mel.roll(1, dims=0) if len(utterances) > 1 else mel.flip(-1)
+    return {
+        name: float(model.loss(m, audio)[0]) for name, m in (("true", mel), ("zeroed", zeroed), ("shuffled", shuffled))
+    }
+
+
+@torch.no_grad()
+def logit_agreement(
+    model: VocoderModel, utterance: Utterance, engine: str, frames: int | None = None
+) -> dict[str, Any]:
+    """Largest difference between the engine's teacher-forced logits and `model.forward_logits` on an
+    utterance's own mel and audio (edge-padded like inference), over all samples and over the first frame."""
+    model = model.eval()
+    frames = min(frames or utterance.mel.shape[1], utterance.mel.shape[1])
+    mel = torch.from_numpy(utterance.mel[:, :frames]).unsqueeze(0)
+    padded = model.pad_mel(mel)
+    targets = model.encode(torch.from_numpy(utterance.audio[: frames * model.hop_length]).unsqueeze(0))
+    training = model.forward_logits(padded, targets)
+    runner = make_engine(engine, model, "cpu")
+    forced = runner.forced_logits(model.conditioning(padded), targets)
+    finite = torch.isfinite(training)
+    diff = (forced - training).abs().where(finite, torch.zeros_like(training))
+    first = diff[:, : model.hop_length]
+    return {
+        "engine": engine,
+        "max_abs": float(diff.max()),
+        "first_frame_max_abs": float(first.max()),
+        "samples": targets.shape[1],
+    }
+
+
+def plot_spectrograms(path: Path, rows: dict[str, np.ndarray], sample_rate: int, title: str, fmax: float = 4000.0):
+    """Stacked linear-frequency spectrograms (dB, 0..fmax Hz) where harmonics are visible as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_fft, hop = 2048, 256
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    specs = {}
+    for name, audio in rows.items():
+        x = torch.from_numpy(np.asarray(audio, dtype=np.float64))
+        s = torch.stft(x, n_fft, hop, window=window, return_complex=True).abs()
+        specs[name] = 20 * np.log10(np.maximum(s.numpy(), 1e-5))
+    bins = int(fmax / (sample_rate / n_fft))
+    peak = max(float(s[:bins].max()) for s in specs.values())
+    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.2 * len(specs)), sharex=True, constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for ax, (name, s) in zip(axes, specs.items(), strict=True):
+        seconds = s.shape[1] * hop / sample_rate
+        ax.imshow(
+            s[:bins],
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=peak - 70,
+            vmax=peak,
+            extent=(0, seconds, 0, fmax),
+        )
+        ax.set_ylabel(f"{name}\nHz")
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("time (s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# ---- overfit --------------------------------------------------------------------------------------
+
+
+def write_manifest(folder: Path, utterances: list[tuple[str, Path]]) -> Path:
+    """A CSV manifest listing each (id, audio path) twice: once to train on, once to validate on."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["id|path|split"]
+    for split in ("train", "valid"):
+        lines += [f"{uid}|{path.resolve()}|{split}" for uid, path in utterances]
+    manifest = folder / "overfit.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def overfit(
+    recipe: str,
+    audio_files: list[Path],
+    steps: int,
+    run_dir: Path,
+    overrides: list[str] = (),
+    cache_dir: Path | None = None,
+):
+    """Train `recipe` on `audio_files` only (the same files validate). Returns the TrainResult."""
+    from hydra import compose, initialize_config_module
+
+    from .training import train
+
+    manifest = write_manifest(run_dir / "data", [(p.stem, p) for p in audio_files])
+    extra = [f"data.cache_dir={cache_dir}"] if cache_dir else []
+    with initialize_config_module(config_module="vocoders.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"recipe={recipe}",
+                f"data.path={manifest}",
+                f"run_dir={run_dir}",
+                f"trainer.max_steps={steps}",
+                "trainer.progress=false",
+                *extra,
+                *overrides,
+            ],
+        )
+    return train(cfg)
+
+
+def overfit_report(checkpoint: Path, audio_files: list[Path], out_dir: Path, seconds: float | None, seed: int = 0):
+    """Free-running generation of the overfitted checkpoint with every CPU engine; metrics and PNGs."""
+    from .inference import load
+
+    model = load(checkpoint, engine="reference").model
+    utterances = []
+    mel = load(checkpoint, engine="reference").mel
+    for path in audio_files:
+        audio, _ = read_audio(path, model.sample_rate)
+        frames = len(audio) // model.hop_length
+        audio = audio[: frames * model.hop_length]
+        utterances.append(Utterance(path.stem, audio, mel(torch.from_numpy(audio)).numpy()[:, :frames]))
+    results, waves = [], {u.id: {"ground truth": u.audio} for u in utterances}
+    for engine in cpu_engines(model):
+        for row in free_running(model, utterances, engine, seed=seed, seconds=seconds):
+            waves[row["id"]][engine] = row.pop("audio")
+            results.append(row)
+    figures = []
+    for uid, rows in waves.items():
+        n = min(len(a) for a in rows.values())
+        figures.append(
+            str(
+                plot_spectrograms(
+                    out_dir / f"overfit_{uid}.png",
+                    {k: v[:n] for k, v in rows.items()},
+                    model.sample_rate,
+                    f"{uid}: free-running after overfitting",
+                )
+            )
+        )
+    return {"rows": results, "figures": figures}
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vocoders.diagnose", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="check", required=True)
+    o = sub.add_parser("overfit", help="train on one or two utterances, then generate them free-running")
+    o.add_argument("audio", nargs="+", type=Path, help="audio files to memorise")
+    o.add_argument("--recipe", default="wavernn_cpu")
+    o.add_argument("--steps", type=int, default=1500)
+    o.add_argument("--run-dir", type=Path, required=True)
+    o.add_argument("--seconds", type=float, default=None, help="generate only the first seconds of each")
+    o.add_argument("overrides", nargs="*", default=[], help="Hydra overrides after --, e.g. model.hidden_size=128")
+    c = sub.add_parser("conditioning", help="validation loss with the true, a zeroed and a shuffled mel")
+    a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
+    for p in (c, a):
+        p.add_argument("checkpoint", type=Path)
+        p.add_argument("manifest", type=Path)
+        p.add_argument("--split", default="valid")
+        p.add_argument("--limit", type=int, default=30)
+    c.add_argument("--segment-frames", type=int, default=8)
+    a.add_argument("--frames", type=int, default=40)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        if args.check == "overfit":
+            for p in args.audio:
+                if not p.is_file():
+                    raise ValueError(f"{p}: no such audio file")
+            result = overfit(args.recipe, args.audio, args.steps, args.run_dir, args.overrides)
+            out = {"train": result.metrics, "checkpoint": str(result.checkpoint)}
+            out.update(overfit_report(result.checkpoint, args.audio, args.run_dir, args.seconds))
+        else:
+            from .inference import load
+
+            model = load(args.checkpoint, engine="reference").model
+            utterances = load_utterances(args.manifest, model, args.split, None, args.limit)
+            if args.check == "conditioning":
+                out = conditioning_gap(model, utterances, args.segment_frames)
+            else:
+                out = {"rows": [logit_agreement(model, utterances[0], e, args.frames) for e in cpu_engines(model)]}
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
