@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from . import pretrained
+from .checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from .engines import FoldConfig, FoldEngine, make_engine
 from .features import MelConfig, MelSpectrogram
 from .models.base import VocoderModel
@@ -151,8 +152,14 @@ def load(
 ) -> Vocoder:
     """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra.
 
+    path: a checkpoint file, or the short name of one shipped with the package (`vocoders.pretrained`,
+        e.g. "cs-male-22k"); a file that exists wins over a name.
     fold: (segment, overlap) in mel frames to generate each utterance as a batch of cross-faded segments.
     """
+    path = pretrained.resolve(path)
+    if not path.is_file() and path.suffix != ".safetensors" and len(path.parts) == 1:
+        shipped = ", ".join(pretrained.available()) or "none"
+        raise CheckpointError(f"{path}: no such checkpoint file, nor a shipped model name (shipped: {shipped})")
     checkpoint = read_checkpoint(path)
     model = model_from_checkpoint(checkpoint, use_ema=use_ema)
     vocoder = Vocoder(model, device=device, engine=engine, fold=fold)

@@ -1,0 +1,82 @@
+"""Ship a trained checkpoint as package data: vocoders/assets/pretrained/NAME.safetensors + NAME.md.
+
+    python tools/ship_pretrained.py RUN/checkpoints/step-N.safetensors --name cs-male-22k \
+        --report REPORT_DIR --cpu-hours 2.1 --command "the training command"
+
+The shipped file holds the inference weights only (the EMA average when the checkpoint has one) and
+the checkpoint's metadata; the model card beside it is written from the facts given here and from
+a `python -m vocoders.evaluate` report (report.json) of the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vocoders.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from vocoders.pretrained import pretrained_dir  # noqa: E402
+from vocoders.report import markdown  # noqa: E402
+
+MAX_BYTES = 20 * 1024 * 1024
+LICENCE = (
+    "Trained on cs-male-22k, which came to the project without a licence file; its file names follow "
+    "the Czech voice-over of the free game Fish Fillets NG, whose data files are distributed under the "
+    "GNU GPL v2 (inferred from the names, not confirmed). The weights are a derivative of that data: "
+    "check its terms before redistributing them outside this project. The code is Apache-2.0."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--name", required=True, help="short name users load it by")
+    parser.add_argument("--report", type=Path, required=True, help="a vocoders.evaluate report folder")
+    parser.add_argument("--cpu-hours", type=float, required=True, help="training CPU hours (wall x cores)")
+    parser.add_argument("--command", required=True, help="the training command, for the card")
+    parser.add_argument("--notes", default="", help="a paragraph for the card (what it still lacks)")
+    args = parser.parse_args(argv)
+
+    checkpoint = read_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(checkpoint, use_ema=True)
+    folder = pretrained_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{args.name}.safetensors"
+    meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity")}
+    save_checkpoint(target, model, checkpoint.step, **meta)
+    if target.stat().st_size > MAX_BYTES:
+        target.unlink()
+        print(f"{target}: {target.stat().st_size} bytes is over the 20 MB limit; not shipped", file=sys.stderr)
+        return 2
+    report = json.loads((args.report / "report.json").read_text(encoding="utf-8"))
+    parameters = sum(p.numel() for p in model.parameters())
+    card = [
+        f"# {args.name}: {model.name}, step {checkpoint.step}",
+        "",
+        f"Load it with `vocoders.load(\"{args.name}\")` or `vocoders-synthesize {args.name} mels/ -o out/`.",
+        "",
+        f"- model: `{model.name}` {json.dumps(model.kwargs)}, {parameters:,} parameters",
+        f"- mel contract: {json.dumps(model.mel_config.to_dict())}",
+        f"- data: {str(checkpoint.meta.get('data', 'unknown')).removeprefix('data: ')}",
+        f"- training: {checkpoint.step} steps, {args.cpu_hours:.2f} CPU hours (wall time x cores), weights are the EMA",
+        f"- command: `{args.command}`",
+        f"- licence: {LICENCE}",
+        "",
+        "## Copy synthesis on held-out utterances",
+        "",
+        markdown(report, report["summary"]).split("\n", 2)[2].strip(),
+        "",
+    ]
+    if args.notes:
+        card += ["## What it still lacks", "", args.notes, ""]
+    (folder / f"{args.name}.md").write_text("\n".join(card), encoding="utf-8")
+    print(f"shipped {target} ({target.stat().st_size:,} bytes) and {folder / (args.name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
