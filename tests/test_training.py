@@ -86,6 +86,9 @@ def test_resume_after_kill_minus_9(tmp_path):
     state = load_training_state(run / "checkpoints" / f"step-{end:08d}.state.pt")
     adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
     assert adam_steps == {float(end)}  # the optimizer's moments continued, not restarted
+    saved_seconds = load_training_state(run / "checkpoints" / f"step-{last:08d}.state.pt")["train_seconds"]
+    train = [r for r in records if r["kind"] == "train"]
+    assert 0 < saved_seconds <= train[-2]["train_seconds"] <= train[-1]["train_seconds"]  # time adds up over sessions
 
 
 def test_non_editable_install_trains_from_any_directory(tmp_path):

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     card = [
         f"# {args.name}: {model.name}, step {checkpoint.step}",
         "",
-        f"Load it with `vocoders.load(\"{args.name}\")` or `vocoders-synthesize {args.name} mels/ -o out/`.",
+        f'Load it with `vocoders.load("{args.name}")` or `vocoders-synthesize {args.name} mels/ -o out/`.',
         "",
         f"- model: `{model.name}` {json.dumps(model.kwargs)}, {parameters:,} parameters",
         f"- mel contract: {json.dumps(model.mel_config.to_dict())}",

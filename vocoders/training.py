@@ -122,6 +122,7 @@ class Trainer:
         if self.dist.enabled:  # same initial weights everywhere, different random segment offsets per rank
             torch.manual_seed(int(cfg.seed) + 1_000_003 * self.dist.rank)
         self.step = 0
+        self.train_seconds = 0.0  # wall time spent in training steps over every session of this run
         self.resumed_from: int | None = None
         self._validation_segments: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._build_data()
@@ -230,6 +231,7 @@ class Trainer:
     def training_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -290,6 +292,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.resumed_from = self.step
         if self.dist.enabled:  # rank 0's saved RNG state, offset so ranks keep drawing different segments
             torch.manual_seed(int(self.cfg.seed) + 1_000_003 * self.dist.rank + self.step)
@@ -393,11 +396,15 @@ class Trainer:
         audio_path = None
         started, started_step = time.perf_counter(), self.step
         running: dict[str, float] = {}
+        tick = time.perf_counter()
         for mel, audio in self.batches():
             if self.step >= max_steps:
                 break
             parts = self.training_step(mel, audio)
             self.step += 1
+            now = time.perf_counter()
+            self.train_seconds += now - tick  # the batch's loading and its step; not validation or saving
+            tick = now
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
             running["_n"] = running.get("_n", 0) + 1
@@ -422,6 +429,7 @@ class Trainer:
                     self.check_ranks_agree()
                 if main:
                     self.save()
+            tick = time.perf_counter()
         bar.close()
         self.sink.close()
         checkpoint = None
@@ -434,7 +442,8 @@ class Trainer:
 
     # ---- validation ------------------------------------------------------------------------------
     def write_metrics(self, kind: str, values: dict[str, float]) -> None:
-        record = {"kind": kind, "step": self.step, **{k: round(float(v), 6) for k, v in values.items()}}
+        record = {"kind": kind, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
+        record.update({k: round(float(v), 6) for k, v in values.items()})
         log.info("%s", json.dumps(record))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
