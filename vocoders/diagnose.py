@@ -281,7 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--steps", type=int, default=1500)
     o.add_argument("--run-dir", type=Path, required=True)
     o.add_argument("--seconds", type=float, default=None, help="generate only the first seconds of each")
-    o.add_argument("overrides", nargs="*", default=[], help="Hydra overrides after --, e.g. model.hidden_size=128")
+    o.add_argument("--override", nargs="*", default=[], help="Hydra overrides, e.g. model.hidden_size=128")
     c = sub.add_parser("conditioning", help="validation loss with the true, a zeroed and a shuffled mel")
     a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
     for p in (c, a):
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in args.audio:
                 if not p.is_file():
                     raise ValueError(f"{p}: no such audio file")
-            result = overfit(args.recipe, args.audio, args.steps, args.run_dir, args.overrides)
+            result = overfit(args.recipe, args.audio, args.steps, args.run_dir, args.override)
             out = {"train": result.metrics, "checkpoint": str(result.checkpoint)}
             out.update(overfit_report(result.checkpoint, args.audio, args.run_dir, args.seconds))
         else:

@@ -1,0 +1,86 @@
+"""vocoders.diagnose: the overfit, conditioning and agreement checks, on synthetic harmonic audio."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vocoders import diagnose
+from vocoders.features import MelSpectrogram
+
+
+def harmonic(path, f0_start, f0_end, seconds=0.6, rate=22050):
+    """A gliding harmonic tone with a noise gap in the middle (voiced, unvoiced, voiced)."""
+    n = int(seconds * rate)
+    phase = 2 * np.pi * np.cumsum(np.linspace(f0_start, f0_end, n)) / rate
+    voiced = sum((0.6 / h) * np.sin(h * phase) for h in range(1, 10))
+    gap = np.zeros(n, dtype=bool)
+    gap[n // 3 : n // 2] = True
+    noise = np.random.default_rng(0).standard_normal(n) * 0.02
+    sf.write(path, np.where(gap, noise, 0.3 * voiced).astype(np.float32), rate)
+    return path
+
+
+@pytest.fixture
+def tones(tmp_path):
+    return [harmonic(tmp_path / "a.wav", 110, 170), harmonic(tmp_path / "b.wav", 180, 130)]
+
+
+def test_overfit_trains_on_the_files_and_every_cpu_engine_generates_them(tmp_path, tones):
+    result = diagnose.overfit(
+        "wavernn_cpu",
+        tones,
+        steps=3,
+        run_dir=tmp_path / "run",
+        overrides=["model.hidden_size=32", "model.cond_channels=8", "model.out_hidden=16", "trainer.threads=1"],
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.step == 3 and result.checkpoint.is_file()
+    manifest = (tmp_path / "run" / "data" / "overfit.csv").read_text().splitlines()
+    assert manifest[0] == "id|path|split" and len(manifest) == 5  # each file to train on and to validate on
+    report = diagnose.overfit_report(result.checkpoint, tones, tmp_path / "out", seconds=0.3)
+    engines = {row["engine"] for row in report["rows"]}
+    assert {"reference", "cpu"} <= engines
+    by_engine = {(r["id"], r["engine"]): r for r in report["rows"]}
+    for uid in ("a", "b"):  # same noise, same weights: the engines' audio and so their pitch figures agree
+        assert by_engine[(uid, "cpu")]["vuv_error"] == by_engine[(uid, "reference")]["vuv_error"]
+        assert 0.0 <= by_engine[(uid, "cpu")]["vuv_error"] <= 1.0
+    assert len(report["figures"]) == 2 and all((tmp_path / "out" / f"overfit_{u}.png").is_file() for u in "ab")
+
+
+def _utterances(model, tones):
+    mel = MelSpectrogram(model.mel_config)
+    out = []
+    for p in tones:
+        audio, _ = sf.read(p, dtype="float32")
+        audio = audio[: len(audio) // 256 * 256]
+        out.append(diagnose.Utterance(p.stem, audio, mel(torch.from_numpy(audio)).numpy()))
+    return out
+
+
+def test_conditioning_gap_compares_the_same_targets_under_three_mels(tiny_wavernn, tones):
+    gap = diagnose.conditioning_gap(tiny_wavernn, _utterances(tiny_wavernn, tones), segment_frames=4)
+    assert set(gap) == {"true", "zeroed", "shuffled"}
+    assert all(np.isfinite(v) and v > 0 for v in gap.values())
+    assert gap["zeroed"] != gap["true"]  # the mel reaches the loss
+
+
+def test_logit_agreement_of_every_cpu_engine(tiny_wavernn, tones):
+    utterance = _utterances(tiny_wavernn, tones)[0]
+    for engine in diagnose.cpu_engines(tiny_wavernn):
+        row = diagnose.logit_agreement(tiny_wavernn, utterance, engine, frames=6)
+        assert row["samples"] == 6 * 256 and row["max_abs"] <= 1e-4, row
+
+
+def test_cli_refuses_a_missing_file_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "vocoders.diagnose", "overfit", str(tmp_path / "nope.wav"), "--run-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.wav'}: no such audio file"]
