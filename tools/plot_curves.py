@@ -3,8 +3,8 @@
     python tools/plot_curves.py -o curves.png "8+2 lr 1e-3=/runs/a:1" "8+2 lr 2e-3=/runs/b:1"
 
 Each run is LABEL=RUN_DIR:THREADS. CPU-minutes are the run's training wall time (`train_seconds` in
-metrics.jsonl; for runs older than that field, step / steps_per_second of the nearest training
-record) times its threads. Only runs whose losses share a unit (the same sample classes) compare.
+metrics.jsonl, times the `threads` recorded beside it; for records older than those fields, step /
+steps_per_second times THREADS). Only runs whose losses share a unit (the same sample classes) compare.
 """
 
 from __future__ import annotations
@@ -14,17 +14,39 @@ import json
 from pathlib import Path
 
 
+def cpu_minutes_by_step(records: list[dict], threads: int) -> dict[int, float]:
+    """CPU-minutes at each logged training step. A record with `train_seconds` counts its session's
+    wall time times its `threads`; older records estimate it as step / steps_per_second. A resumed
+    session (steps going back) replaces the records of the steps it repeats."""
+    by_step: dict[int, dict] = {}
+    for r in records:
+        if r["kind"] == "train":
+            by_step[r["step"]] = r
+    out, cpu, previous = {}, 0.0, None
+    for step in sorted(by_step):
+        r = by_step[step]
+        used = int(r.get("threads", threads))
+        if "train_seconds" not in r:
+            cpu = step / r["steps_per_second"] * used
+        elif previous is None or "train_seconds" not in previous or r["train_seconds"] < previous["train_seconds"]:
+            cpu += (step - (previous["step"] if previous else 0)) / r["steps_per_second"] * used  # a new session
+        else:
+            cpu += (r["train_seconds"] - previous["train_seconds"]) * used
+        out[step] = cpu / 60.0
+        previous = r
+    return out
+
+
 def read_curve(run_dir: Path, threads: int) -> list[tuple[int, float, float]]:
-    """[(step, cpu_minutes, valid loss)] of a run directory."""
+    """[(step, cpu_minutes, valid loss)] of a run directory, one point per validated step (the last)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train = [r for r in records if r["kind"] == "train"]
+    minutes = cpu_minutes_by_step(records, threads)
+    valid = {r["step"]: r["loss"] for r in records if r["kind"] == "valid"}
+    steps = sorted(minutes)
     out = []
-    for r in (r for r in records if r["kind"] == "valid"):
-        seconds = r.get("train_seconds")
-        if seconds is None:
-            nearest = min(train, key=lambda t: abs(t["step"] - r["step"]))
-            seconds = r["step"] / nearest["steps_per_second"]
-        out.append((r["step"], seconds * threads / 60.0, r["loss"]))
+    for step, loss in sorted(valid.items()):
+        nearest = min(steps, key=lambda s: abs(s - step))
+        out.append((step, minutes[nearest], loss))
     return out
 
 

@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="vocoders-synthesize", description="Turn mel spectrograms (or audio, for copy synthesis) into WAV files."
     )
-    parser.add_argument("checkpoint", type=Path, help="a vocoders .safetensors checkpoint")
+    parser.add_argument(
+        "checkpoint", type=Path, help="a vocoders .safetensors checkpoint, or a shipped model by name (cs-male-22k)"
+    )
     parser.add_argument("inputs", nargs="+", type=Path, help="mel files (.npy/.pt), audio files, or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder for the WAV files")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")

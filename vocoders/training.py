@@ -442,7 +442,12 @@ class Trainer:
 
     # ---- validation ------------------------------------------------------------------------------
     def write_metrics(self, kind: str, values: dict[str, float]) -> None:
-        record = {"kind": kind, "step": self.step, "train_seconds": round(self.train_seconds, 1)}
+        record = {
+            "kind": kind,
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            "threads": torch.get_num_threads(),
+        }
         record.update({k: round(float(v), 6) for k, v in values.items()})
         log.info("%s", json.dumps(record))
         self.run_dir.mkdir(parents=True, exist_ok=True)
