@@ -59,8 +59,8 @@ class SubscaleWaveRNN(VocoderModel):
         context_channels: channels per sub-tensor in the context network.
         context_kernel: width of its causal convolutions.
         context_dilations: dilations of its residual layers (default: 1, 2, 4, ... up to >= horizon).
-        hidden_size, cond_channels, cond_kernel, cond_blocks, upsample_taps, out_hidden, bits: the
-            WaveRNN core's (see `WaveRNN`).
+        hidden_size, cond_channels, cond_kernel, cond_blocks, upsample_taps, out_hidden, bits, fine_bits,
+            encoding, preemphasis: the WaveRNN core's (see `WaveRNN`).
     """
 
     name = "subscale_wavernn"
@@ -81,6 +81,9 @@ class SubscaleWaveRNN(VocoderModel):
         upsample_taps: int = 3,
         out_hidden: int | None = None,
         bits: int = 16,
+        fine_bits: int | None = None,
+        encoding: str = "linear",
+        preemphasis: float = 0.0,
     ) -> None:
         super().__init__(mel)
         if subscale < 1:
@@ -90,7 +93,17 @@ class SubscaleWaveRNN(VocoderModel):
         self.subscale = subscale
         self.horizon = horizon
         self.core = WaveRNN(
-            self.mel_config, hidden_size, cond_channels, cond_kernel, cond_blocks, upsample_taps, out_hidden, bits
+            self.mel_config,
+            hidden_size,
+            cond_channels,
+            cond_kernel,
+            cond_blocks,
+            upsample_taps,
+            out_hidden,
+            bits,
+            fine_bits,
+            encoding,
+            preemphasis,
         )
         dilations = list(context_dilations) if context_dilations is not None else default_dilations(horizon)
         self.context = SubscaleContext(subscale, horizon, context_channels, cond_channels, context_kernel, dilations)
