@@ -236,23 +236,42 @@ def overfit(
     return train(cfg)
 
 
-def overfit_report(checkpoint: Path, audio_files: list[Path], out_dir: Path, seconds: float | None, seed: int = 0):
-    """Free-running generation of the overfitted checkpoint with every CPU engine; metrics and PNGs."""
+def overfit_report(
+    checkpoint: Path,
+    audio_files: list[Path],
+    out_dir: Path,
+    seconds: float | None,
+    seed: int = 0,
+    reference_seconds: float = 1.0,
+):
+    """Free-running generation of the overfitted checkpoint with every CPU engine; metrics and PNGs.
+
+    The reference engine (a Python loop per sample) generates only the first `reference_seconds`;
+    every other engine's row says whether its audio equals the reference's over that prefix
+    (`same_as_reference`: same noise, same weights, so it must). Figures show the fastest engine's.
+    """
     from .inference import load
 
-    model = load(checkpoint, engine="reference").model
+    loaded = load(checkpoint, engine="reference")
+    model, mel = loaded.model, loaded.mel
     utterances = []
-    mel = load(checkpoint, engine="reference").mel
     for path in audio_files:
         audio, _ = read_audio(path, model.sample_rate)
         frames = len(audio) // model.hop_length
         audio = audio[: frames * model.hop_length]
         utterances.append(Utterance(path.stem, audio, mel(torch.from_numpy(audio)).numpy()[:, :frames]))
     results, waves = [], {u.id: {"ground truth": u.audio} for u in utterances}
-    for engine in cpu_engines(model):
+    reference = {}
+    for row in free_running(model, utterances, "reference", seed=seed, seconds=reference_seconds):
+        reference[row["id"]] = row.pop("audio")
+        results.append({**row, "seconds": len(reference[row["id"]]) / model.sample_rate})
+    for engine in (e for e in cpu_engines(model) if e != "reference"):
         for row in free_running(model, utterances, engine, seed=seed, seconds=seconds):
-            waves[row["id"]][engine] = row.pop("audio")
-            results.append(row)
+            audio = row.pop("audio")
+            prefix = reference[row["id"]]
+            row["same_as_reference"] = bool(np.array_equal(audio[: len(prefix)], prefix))
+            results.append({**row, "seconds": len(audio) / model.sample_rate})
+            waves[row["id"]].setdefault(engine, audio)
     figures = []
     for uid, rows in waves.items():
         n = min(len(a) for a in rows.values())
@@ -282,6 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--run-dir", type=Path, required=True)
     o.add_argument("--seconds", type=float, default=None, help="generate only the first seconds of each")
     o.add_argument("--override", nargs="*", default=[], help="Hydra overrides, e.g. model.hidden_size=128")
+    r = sub.add_parser("report", help="the free-running part of `overfit` for a checkpoint already trained")
+    r.add_argument("checkpoint", type=Path)
+    r.add_argument("audio", nargs="+", type=Path)
+    r.add_argument("-o", "--out", type=Path, required=True)
+    r.add_argument("--seconds", type=float, default=None)
     c = sub.add_parser("conditioning", help="validation loss with the true, a zeroed and a shuffled mel")
     a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
     for p in (c, a):
@@ -298,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = parse_args(argv)
     try:
+        for p in getattr(args, "audio", []):
+            if not p.is_file():
+                raise ValueError(f"{p}: no such audio file")
         if args.check == "overfit":
-            for p in args.audio:
-                if not p.is_file():
-                    raise ValueError(f"{p}: no such audio file")
             result = overfit(args.recipe, args.audio, args.steps, args.run_dir, args.override)
             out = {"train": result.metrics, "checkpoint": str(result.checkpoint)}
             out.update(overfit_report(result.checkpoint, args.audio, args.run_dir, args.seconds))
+        elif args.check == "report":
+            out = overfit_report(args.checkpoint, args.audio, args.out, args.seconds)
         else:
             from .inference import load
 
