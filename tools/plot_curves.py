@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR:THREADS")
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--title", default="validation cross-entropy (nats per sample)")
+    parser.add_argument("--x", choices=("cpu", "step"), default="cpu", help="CPU-minutes (default) or steps")
     args = parser.parse_args()
     import matplotlib
 
@@ -67,10 +68,10 @@ def main() -> int:
         label, rest = spec.split("=", 1)
         path, threads = rest.rsplit(":", 1)
         curve = read_curve(Path(path), int(threads))
-        ax.plot([c[1] for c in curve], [c[2] for c in curve], marker="o", label=label)
+        ax.plot([c[1] if args.x == "cpu" else c[0] for c in curve], [c[2] for c in curve], marker="o", label=label)
         for step, minutes, loss in curve:
             print(f"| {label} | {step} | {minutes:.1f} | {loss:.3f} |")
-    ax.set_xlabel("CPU-minutes of training (wall time x threads)")
+    ax.set_xlabel("CPU-minutes of training (wall time x threads)" if args.x == "cpu" else "training steps")
     ax.set_ylabel("valid CE (nats)")
     ax.set_title(args.title)
     ax.grid(alpha=0.3)
