@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     target = folder / f"{args.name}.safetensors"
     meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity")}
     save_checkpoint(target, model, checkpoint.step, **meta)
+    target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)
     if target.stat().st_size > MAX_BYTES:
         target.unlink()
         print(f"{target}: {target.stat().st_size} bytes is over the 20 MB limit; not shipped", file=sys.stderr)

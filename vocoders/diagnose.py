@@ -30,7 +30,7 @@ from .audio import read_audio
 from .data import FeatureCache, Features, find_utterances, mel_window
 from .engines import ENGINES, make_engine
 from .models.base import VocoderModel
-from .sampling import draw_noise
+from .sampling import draw_noise, sample_categorical
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,11 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
 def logit_agreement(
     model: VocoderModel, utterance: Utterance, engine: str, frames: int | None = None
 ) -> dict[str, Any]:
-    """Largest difference between the engine's teacher-forced logits and `model.forward_logits` on an
-    utterance's own mel and audio (edge-padded like inference), over all samples and over the first frame."""
+    """The engine's teacher-forced logits against `model.forward_logits` on an utterance's own mel and
+    audio (edge-padded like inference): the largest difference over all samples and over the first
+    frame, the largest logit (for scale), and the fraction of draws (one uniform number per draw, the
+    same for both) that pick the same class from the two. Logits of the dual softmax [.., 2, K] only
+    for the draws; other shapes report draw_agreement None."""
     model = model.eval()
     frames = min(frames or utterance.mel.shape[1], utterance.mel.shape[1])
     mel = torch.from_numpy(utterance.mel[:, :frames]).unsqueeze(0)
@@ -145,10 +148,22 @@ def logit_agreement(
     finite = torch.isfinite(training)
     diff = (forced - training).abs().where(finite, torch.zeros_like(training))
     first = diff[:, : model.hop_length]
+    agreement = None
+    if training.dim() == 4:
+        generator = torch.Generator().manual_seed(0)
+        same = []
+        for half in range(training.shape[2]):
+            uniform = torch.rand(training.shape[1], generator=generator)
+            a = sample_categorical(forced[0, :, half].float(), uniform)
+            b = sample_categorical(training[0, :, half].float(), uniform)
+            same.append(a == b)
+        agreement = float(torch.cat(same).float().mean())
     return {
         "engine": engine,
         "max_abs": float(diff.max()),
         "first_frame_max_abs": float(first.max()),
+        "max_logit": float(training.where(finite, torch.zeros_like(training)).abs().max()),
+        "draw_agreement": agreement,
         "samples": targets.shape[1],
     }
 
