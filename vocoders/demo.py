@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import pretrained
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--utterances", type=int, default=1)
     args = parser.parse_args(argv)
-    if pretrained.resolve(args.model).is_file() is False:
+    if not pretrained.resolve(args.model).is_file():
         print(
             f"demo: {args.model}: no such checkpoint (shipped: {', '.join(pretrained.available()) or 'none'})",
             file=sys.stderr,
@@ -98,5 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     sys.exit(main())
