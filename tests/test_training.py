@@ -126,6 +126,12 @@ def test_non_editable_install_trains_from_any_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vocoded held-out utterance" in result.stdout
     assert (elsewhere / "out" / "checkpoints" / "last.safetensors").is_file()
+    shipped = subprocess.run(  # the trained checkpoint ships as package data: loads by name, no clone needed
+        [str(py), "-c", "import vocoders; v = vocoders.load('cs-male-22k'); print(v.checkpoint_path, v.step)"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    assert str(venv) in shipped.stdout and shipped.stdout.split()[-1] != "0"
 
 
 def _hop_aligned_start(segment, whole, hop):
