@@ -32,8 +32,6 @@ from .engines import ENGINES, make_engine
 from .models.base import VocoderModel
 from .sampling import draw_noise, sample_categorical
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Utterance:
@@ -44,12 +42,11 @@ class Utterance:
     mel: np.ndarray
 
 
-def load_utterances(manifest: str | Path, model: VocoderModel, split: str, ids: list[str] | None, limit: int):
-    """Utterances of a manifest's split (or the named ids), as features of the model's mel contract."""
-    found = find_utterances(manifest)
-    chosen = [u for u in found if (u.id in ids if ids else u.split == split)]
+def load_utterances(manifest: str | Path, model: VocoderModel, split: str, limit: int) -> list[Utterance]:
+    """The first `limit` utterances of a manifest's split, as features of the model's mel contract."""
+    chosen = [u for u in find_utterances(manifest) if u.split == split]
     if not chosen:
-        raise ValueError(f"{manifest}: no utterances {'named ' + ', '.join(ids) if ids else 'in split ' + split}")
+        raise ValueError(f"{manifest}: no utterances in split {split}")
     cache = FeatureCache(None, model.mel_config)
     out = []
     for utt in chosen[:limit]:
@@ -350,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             from .inference import load
 
             model = load(args.checkpoint, engine="reference").model
-            utterances = load_utterances(args.manifest, model, args.split, None, args.limit)
+            utterances = load_utterances(args.manifest, model, args.split, args.limit)
             if args.check == "conditioning":
                 out = conditioning_gap(model, utterances, args.segment_frames)
             else:
