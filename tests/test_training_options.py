@@ -152,3 +152,26 @@ def test_ema_masks_hook_reaches_the_average(tmp_path):
         trainer.step += 1
     averaged = trainer.ema.model.gru_weight_hh
     assert torch.all(averaged[:, ::2] == 0) and torch.all(averaged[:, 1::2] != 0)
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_average(tmp_path):
+    source = train(tiny_cfg(tmp_path / "a", "trainer.max_steps=2"))
+    average = read_checkpoint(source.checkpoint).extras["ema"]
+    trainer = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}"))
+    trainer.maybe_resume()
+    assert trainer.step == 0 and trainer.resumed_from is None
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in average.items())
+    assert all(torch.equal(trainer.ema.state_dict()[k], v) for k, v in average.items())
+    # The run remembers where it started, in its checkpoints and across its own resume.
+    result = train(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "trainer.max_steps=2"))
+    assert read_checkpoint(result.checkpoint).meta["init_from"] == {"path": str(source.checkpoint), "step": 2}
+    again = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "trainer.max_steps=4"))
+    again.maybe_resume()
+    assert again.step == 2 and again.init_source["step"] == 2
+
+
+def test_init_from_refuses_a_different_model(tmp_path):
+    source = train(tiny_cfg(tmp_path / "a", "trainer.max_steps=1"))
+    trainer = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "model.hidden_size=24"))
+    with pytest.raises(vocoders.checkpoint.CheckpointError, match="init_from holds a different model"):
+        trainer.maybe_resume()

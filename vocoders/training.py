@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
 from .audio import write_wav
-from .checkpoint import load_training_state, read_checkpoint, save_checkpoint, save_training_state
+from .checkpoint import CheckpointError, load_training_state, read_checkpoint, save_checkpoint, save_training_state
 from .data import (
     FeatureCache,
     SegmentDataset,
@@ -124,6 +124,7 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in training steps over every session of this run
         self.resumed_from: int | None = None
+        self.init_source: dict[str, Any] | None = None  # trainer.init_from, when a fresh run started from it
         self._validation_segments: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._build_data()
         self._build_optimizer()
@@ -219,6 +220,8 @@ class Trainer:
         meta = {"recipe": str(self.cfg.get("name", "")), "data": self.data_summary}
         if self.pruner is not None:
             meta["sparsity"] = self.pruner.describe()
+        if self.init_source is not None:
+            meta["init_from"] = self.init_source
         return meta
 
     def checkpoint_extras(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -232,6 +235,7 @@ class Trainer:
         return {
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "init_from": self.init_source,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -257,6 +261,8 @@ class Trainer:
     def maybe_resume(self) -> None:
         mode = str(self.cfg.trainer.get("resume", "auto"))
         if mode in ("never", "false", "False"):
+            if self.cfg.trainer.get("init_from"):
+                self.init_weights(str(self.cfg.trainer.init_from))
             return
         if mode not in ("auto", "true", "True"):
             weights = Path(mode)
@@ -276,6 +282,31 @@ class Trainer:
         chosen = distributed.broadcast_object(chosen)  # every rank continues from rank 0's choice
         if chosen is not None and not self.dist.is_main:
             self.load(*self.checkpoint_paths(chosen))
+        if chosen is None and self.cfg.trainer.get("init_from"):
+            self.init_weights(str(self.cfg.trainer.init_from))
+
+    def init_weights(self, name_or_path: str) -> None:
+        """Start a fresh run from another run's weights (a path or a shipped model's short name).
+
+        The model and its EMA start from the checkpoint's EMA weights where it has them; the optimizer,
+        schedule and step count start afresh, so the warm-up runs again. The model's kwargs must match.
+        """
+        from .pretrained import resolve
+
+        path = resolve(name_or_path)
+        checkpoint = read_checkpoint(path)
+        ours = json.loads(json.dumps({"model": self.model.name, "kwargs": self.model.kwargs, "mel": self.mel_config.to_dict()}))
+        theirs = {"model": checkpoint.model_name, "kwargs": checkpoint.model_kwargs, "mel": checkpoint.mel}
+        if ours != theirs:
+            differ = ", ".join(k for k in ours if ours[k] != theirs[k])
+            raise CheckpointError(f"{path}: trainer.init_from holds a different model ({differ} differ from this run's)")
+        tensors = checkpoint.extras.get("ema") or checkpoint.tensors
+        self.model.load_state_dict(tensors)
+        self.load_extras(checkpoint)
+        if self.ema is not None:
+            self.ema.reset(self.model)
+        self.init_source = {"path": str(path), "step": checkpoint.step}
+        log.info("initialised from %s (its step %d)", path, checkpoint.step)
 
     def load(self, weights: Path, state_path: Path) -> None:
         checkpoint = read_checkpoint(weights)
@@ -293,6 +324,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.init_source = state.get("init_from")
         self.resumed_from = self.step
         if self.dist.enabled:  # rank 0's saved RNG state, offset so ranks keep drawing different segments
             torch.manual_seed(int(self.cfg.seed) + 1_000_003 * self.dist.rank + self.step)
