@@ -201,7 +201,7 @@ def compare(args) -> dict:
     import wavenet_vocoder
 
     from vocoders.engines import make_engine
-    from vocoders.engines.cpu_wavenet import WaveNetCPUEngine
+    from vocoders.engines.cpu.wavenet import WaveNetCPUEngine
     from vocoders.native import native_status
     from vocoders.perf import speed_floor
     from vocoders.sampling import draw_noise

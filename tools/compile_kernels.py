@@ -25,7 +25,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from vocoders.engines import triton_wavernn as tw  # noqa: E402
+from vocoders.engines.cuda import triton_wavernn as tw  # noqa: E402
 
 WEIGHT_POINTERS = {"rec_ptr", "out1_ptr", "out2_ptr", "out3_ptr", "out4_ptr"}
 OTHER_POINTERS = {

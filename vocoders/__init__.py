@@ -10,11 +10,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .engines.fold import FoldConfig
+from .errors import CheckpointError
 from .features import PRESETS, MelConfig, MelSpectrogram
 from .inference import MelError, Vocoder, check_mel, load
 
 __all__ = [
     "PRESETS",
+    "CheckpointError",
     "FoldConfig",
     "MelConfig",
     "MelError",

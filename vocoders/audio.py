@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import AudioError
+
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -35,10 +37,6 @@ __all__ = [
     "preemphasize",
     "deemphasize",
 ]
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be used; the message names the file and the problem."""
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -126,10 +124,15 @@ def mulaw_encode(audio: torch.Tensor, classes: int = 256) -> torch.Tensor:
 
 
 def mulaw_decode(classes_: torch.Tensor, classes: int = 256) -> torch.Tensor:
-    """Inverse of `mulaw_encode`. int classes, any shape -> float32 in [-1, 1], same shape."""
+    """Inverse of `mulaw_encode`. int classes, any shape -> float32 in [-1, 1], same shape.
+
+    A table lookup: the value of a class never depends on what else is decoded with it (a vectorised
+    power's last lanes round differently), so a stream decoding chunk by chunk gets the same audio.
+    """
     mu = classes - 1
-    y = classes_.float() / mu * 2.0 - 1.0
-    return torch.sign(y) * ((1.0 + mu) ** y.abs() - 1.0) / mu
+    y = torch.arange(classes, dtype=torch.float32, device=classes_.device) / mu * 2.0 - 1.0
+    table = torch.sign(y) * ((1.0 + mu) ** y.abs() - 1.0) / mu
+    return table[classes_.long()]
 
 
 def float_to_int16(audio: np.ndarray) -> np.ndarray:
@@ -174,17 +177,33 @@ def preemphasize(audio: torch.Tensor, alpha: float) -> torch.Tensor:
     return (audio - alpha * previous).clamp(-1.0, 1.0)
 
 
+DEEMPHASIS_ROWS = 8192  # outputs computed together by `deemphasize` (bounds its memory)
+
+
+def deemphasis_taps(alpha: float, tolerance: float = 1e-9) -> int:
+    """Length of `deemphasize`'s truncated impulse response (0 when alpha is 0: nothing to undo)."""
+    if alpha == 0.0:
+        return 0
+    return max(1, int(np.ceil(np.log(tolerance) / np.log(alpha))))
+
+
 def deemphasize(audio: torch.Tensor, alpha: float, tolerance: float = 1e-9) -> torch.Tensor:
     """The inverse filter y[t] = x[t] + alpha * y[t-1] (y[-1] = 0) along the last axis. Shape kept.
 
-    Runs as a causal convolution with the impulse response alpha^n truncated where it falls below
+    Runs as a causal FIR filter with the impulse response alpha^n truncated where it falls below
     `tolerance` (alpha 0.86: 138 taps), so it is parallel and runs on any device.
     """
     if alpha == 0.0:
         return audio.float()
-    taps = max(1, int(np.ceil(np.log(tolerance) / np.log(alpha))))
+    taps = deemphasis_taps(alpha, tolerance)
     kernel = alpha ** torch.arange(taps - 1, -1, -1, dtype=torch.float64, device=audio.device)
     shape = audio.shape
-    x = audio.reshape(-1, 1, shape[-1]).to(torch.float64)
-    y = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (taps - 1, 0)), kernel.view(1, 1, -1))
+    x = torch.nn.functional.pad(audio.reshape(-1, shape[-1]).to(torch.float64), (taps - 1, 0))
+    y = torch.empty(x.shape[0], shape[-1], dtype=torch.float64, device=audio.device)
+    # Each output is the same row sum whatever the length (a convolution's sums change with it), so a
+    # stream that decodes chunk by chunk gets the very numbers of the whole utterance.
+    for first in range(0, shape[-1], DEEMPHASIS_ROWS):
+        last = min(first + DEEMPHASIS_ROWS, shape[-1])
+        windows = x[:, first : last + taps - 1].unfold(1, taps, 1).contiguous()  # [N, rows, taps], rows apart
+        y[:, first:last] = (windows * kernel).sum(dim=-1)
     return y.reshape(shape).float()

@@ -25,13 +25,11 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 FORMAT = "vocoders-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "vocoders"
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint; the message names the file and the reason."""
 
 
 @dataclass

@@ -30,17 +30,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .audio import AUDIO_EXTENSIONS, AudioError, float_to_int16, read_audio
+from .audio import AUDIO_EXTENSIONS, float_to_int16, read_audio
+from .errors import AudioError, ManifestError
 from .features import MelConfig, MelSpectrogram
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 SILENCE_PEAK = 1e-3  # -60 dBFS
-
-
-class ManifestError(ValueError):
-    """A dataset path or manifest that cannot be used at all (as opposed to one bad file)."""
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,13 @@ import numpy as np
 import torch
 
 from . import pretrained
-from .checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint
 from .engines import FoldConfig, FoldEngine, make_engine
+from .errors import CheckpointError, MelError
 from .features import MelConfig, MelSpectrogram
 from .models.base import VocoderModel
 from .sampling import draw_noise
-
-
-class MelError(ValueError):
-    """A mel that does not fit the checkpoint's contract; the message names the source and the problem."""
+from .streaming import Stream
 
 
 def check_mel(mel, config: MelConfig, source: str = "mel") -> torch.Tensor:
@@ -122,6 +120,16 @@ class Vocoder:
         """
         single = getattr(mel, "ndim", 0) == 2
         mel = check_mel(mel, self.mel_config, source).to(self.device)
+        self.check_speaker(speaker, source)
+        padded = self.model.pad_mel(mel)
+        cond = self.model.conditioning(padded) if speaker is None else self.model.conditioning(padded, speaker=speaker)
+        steps = self.model.num_samples(cond)
+        noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
+        audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()
+        return audio[0] if single else audio
+
+    def check_speaker(self, speaker: int | None, source: str = "mel") -> None:
+        """Refuse a speaker id this checkpoint cannot take (or a missing one it needs)."""
         speakers = int(getattr(self.model, "speakers", 0))
         if speaker is None and speakers:
             raise ValueError(f"{source}: this vocoder is multi-speaker; pass a speaker id in 0..{speakers - 1}")
@@ -129,12 +137,21 @@ class Vocoder:
             raise ValueError(f"{source}: this vocoder has no speaker embedding; do not pass a speaker id")
         if speaker is not None and not 0 <= int(speaker) < speakers:
             raise ValueError(f"{source}: speaker id {speaker} is out of range 0..{speakers - 1}")
-        padded = self.model.pad_mel(mel)
-        cond = self.model.conditioning(padded) if speaker is None else self.model.conditioning(padded, speaker=speaker)
-        steps = self.model.num_samples(cond)
-        noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
-        audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()
-        return audio[0] if single else audio
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Mel frames a stream holds back: a frame's audio needs the mel this far past it."""
+        return self.model.lookahead_frames
+
+    def stream(
+        self, batch: int = 1, seed: int | None = None, temperature: float = 1.0, speaker: int | None = None
+    ) -> Stream:
+        """A streaming session: `push` mel chunks, `pull` audio, `close` for the rest (see vocoders.streaming).
+
+        With the same seed the concatenated audio equals `self(mel, seed=seed)`. Fold batching does not
+        apply: a stream runs the engine itself. Raises StreamingError where the engine cannot stream.
+        """
+        return Stream(self, batch=batch, seed=seed, temperature=temperature, speaker=speaker)
 
     @torch.inference_mode()
     def copy_synthesis(self, audio: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -26,8 +26,51 @@ def sample_categorical(logits: torch.Tensor, uniform: torch.Tensor, temperature:
     return index.clamp_(max=logits.shape[-1] - 1)
 
 
-def draw_noise(batch: int, steps: int, per_step: int, seed: int | None = None) -> torch.Tensor:
-    """Uniform noise [batch, steps, per_step] float32 from a CPU generator (same on every device)."""
+# Noise is drawn in blocks of this many steps, each from its own generator, so the noise of a step
+# depends on the seed and its position only: a stream that draws it chunk by chunk gets the same.
+NOISE_BLOCK = 4096
+
+
+def draw_noise(batch: int, steps: int, per_step: int, seed: int | None = None, start: int = 0) -> torch.Tensor:
+    """Uniform noise [batch, steps, per_step] float32 for steps [start, start + steps) (same on every device).
+
+    The values of a step depend on (seed, batch, per_step, its position), not on `steps` or `start`,
+    so consecutive calls give the slices of one long draw.
+    """
+    if seed is None:
+        seed = torch.seed()
+    out = torch.empty(batch, steps, per_step)
+    for block in range(start // NOISE_BLOCK, (start + steps + NOISE_BLOCK - 1) // NOISE_BLOCK):
+        values = _noise_block(batch, per_step, seed, block)
+        first, last = max(start, block * NOISE_BLOCK), min(start + steps, (block + 1) * NOISE_BLOCK)
+        out[:, first - start : last - start] = values[:, first - block * NOISE_BLOCK : last - block * NOISE_BLOCK]
+    return out
+
+
+def _noise_block(batch: int, per_step: int, seed: int, block: int) -> torch.Tensor:
     generator = torch.Generator()
-    generator.manual_seed(torch.seed() if seed is None else seed)
-    return torch.rand(batch, steps, per_step, generator=generator)
+    generator.manual_seed((int(seed) * 1_000_003 + block * 0x9E3779B1) % (1 << 63))
+    return torch.rand(batch, NOISE_BLOCK, per_step, generator=generator)
+
+
+class NoiseSource:
+    """The noise of one seed, step by step: `take(n)` returns the next n steps of `draw_noise(..., seed)`."""
+
+    def __init__(self, batch: int, per_step: int, seed: int | None = None) -> None:
+        self.batch, self.per_step = batch, per_step
+        self.seed = torch.seed() if seed is None else int(seed)
+        self.position = 0
+        self._block: tuple[int, torch.Tensor] | None = None  # the last block drawn, reused by short chunks
+
+    def take(self, steps: int) -> torch.Tensor:
+        out = torch.empty(self.batch, steps, self.per_step)
+        done = 0
+        while done < steps:
+            block, offset = divmod(self.position, NOISE_BLOCK)
+            if self._block is None or self._block[0] != block:
+                self._block = (block, _noise_block(self.batch, self.per_step, self.seed, block))
+            count = min(steps - done, NOISE_BLOCK - offset)
+            out[:, done : done + count] = self._block[1][:, offset : offset + count]
+            done += count
+            self.position += count
+        return out

@@ -290,3 +290,21 @@ def prune_to_final(model: nn.Module, cfg: Any) -> Pruner:
     pruner.apply()
     model.sparsity = pruner.describe()
     return pruner
+
+
+# A sparse engine takes a model whose recurrent matrix R has at least this fraction of zeros.
+MIN_ENGINE_SPARSITY = 0.5
+
+
+def sparsity_of(weight: torch.Tensor) -> float:
+    """Fraction of exact zeros in a weight."""
+    return float((weight == 0).float().mean())
+
+
+def not_sparse_reason(recurrent: torch.Tensor) -> str | None:
+    """Why a sparse engine refuses a model with recurrent matrix `recurrent`, or None if it is sparse enough."""
+    sparsity = sparsity_of(recurrent)
+    if sparsity < MIN_ENGINE_SPARSITY:
+        needs = f"{MIN_ENGINE_SPARSITY:.0%}"
+        return f"the model is not sparse (R has {sparsity:.0%} zeros; the sparse engine needs {needs})"
+    return None

@@ -316,6 +316,10 @@ static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_jo
     for (int s = 0; s < job->streams; s++) {
         memset(h, 0, 2 * n_h * sizeof(float));
         int64_t previous = silence;
+        if (job->hidden) { /* carry the state of an earlier call (streaming) */
+            memcpy(h, job->hidden + (size_t)s * H, (size_t)H * sizeof(float));
+            previous = job->previous[s];
+        }
         for (int t = 0; t < T; t++) {
             const size_t at = (size_t)s * T + t;
             const int frame = t / w->hop;
@@ -345,6 +349,10 @@ static int sparse_wavernn_run(const sparse_wavernn_weights *sw, const wavernn_jo
             job->samples[at] = previous;
             float *swap = h;
             h = h_new, h_new = swap;
+        }
+        if (job->hidden) {
+            memcpy(job->hidden + (size_t)s * H, h, (size_t)H * sizeof(float));
+            job->previous[s] = previous;
         }
     }
     free(arena), free(active), free(cdf);

@@ -69,7 +69,12 @@ static int wavenet_run(const wavenet_weights *w, const wavenet_job *job) {
         in[s] = base, a[s] = in[s] + n_in, z[s] = a[s] + n_a, o[s] = z[s] + n_z, x[s] = o[s] + n_o;
         skip[s] = x[s] + n_x, h[s] = skip[s] + n_skip, logits[s] = h[s] + n_h, history[s] = logits[s] + n_c;
         previous[s] = w->silence;
+        if (job->history) {
+            memcpy(history[s], job->history + (size_t)s * n_hist, n_hist * sizeof(float));
+            previous[s] = job->previous[s];
+        }
     }
+    const int64_t t0 = job->start;
     for (int t = 0; t < T; t++) {
         const int frame = t / w->hop;
         const float *up = w->upsample + (size_t)(t % w->hop) * w->taps;
@@ -82,7 +87,7 @@ static int wavenet_run(const wavenet_weights *w, const wavenet_job *job) {
             for (int s = 0; s < S; s++) {
                 float *ring = history[s] + (size_t)offset[l] * R;
                 for (int j = 0; j < K - 1; j++) {
-                    const int64_t row = ((int64_t)t - (int64_t)(K - 1 - j) * d) % span;
+                    const int64_t row = (t0 + t - (int64_t)(K - 1 - j) * d) % span;
                     memcpy(in[s] + (size_t)j * R, ring + (size_t)(row < 0 ? row + span : row) * R,
                            (size_t)R * sizeof(float));
                 }
@@ -93,7 +98,7 @@ static int wavenet_run(const wavenet_weights *w, const wavenet_job *job) {
                 const float *local = job->local + ((size_t)s * job->cond_frames + frame) * LG + (size_t)l * G;
                 gates(a[s], job->constant + (size_t)s * LG + (size_t)l * G, local, (size_t)LG, up, w->taps, half, z[s]);
                 /* x_l[t] replaces x_l[t - (K - 1) d] in the ring, whose last use was just above. */
-                memcpy(history[s] + (size_t)(offset[l] + t % span) * R, x[s], (size_t)R * sizeof(float));
+                memcpy(history[s] + (size_t)(offset[l] + (t0 + t) % span) * R, x[s], (size_t)R * sizeof(float));
             }
             matvec(&w->out[l], (const float *const *)z, o, S);
             for (int s = 0; s < S; s++) {
@@ -117,6 +122,11 @@ static int wavenet_run(const wavenet_weights *w, const wavenet_job *job) {
             if (job->logits) memcpy(job->logits + at * width, logits[s], (size_t)C * sizeof(float));
         }
     }
+    if (job->history)
+        for (int s = 0; s < S; s++) {
+            memcpy(job->history + (size_t)s * n_hist, history[s], n_hist * sizeof(float));
+            job->previous[s] = previous[s];
+        }
     free(offset), free(arena), free(p), free(previous), free(cdf);
     return 0;
 }

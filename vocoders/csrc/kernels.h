@@ -17,7 +17,7 @@
 
 enum weight_dtype { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_I8 = 2, WEIGHT_F16 = 3 };
 
-/* A dense matrix packed for matrix-vector products (the Python side packs it, see engines/packing.py).
+/* A dense matrix packed for matrix-vector products (the Python side packs it, see engines/cpu/packing.py).
  * Rows are padded to a multiple of 16 and cut into blocks of 16; within a block the columns are
  * stored in groups of G = 1 (float32), 2 (bfloat16) or 4 (int8) columns, 64 bytes per group:
  *     data[block][cols_padded / G][16 rows][G]
@@ -65,7 +65,7 @@ typedef struct {
     double temperature;
 } wavernn_job;
 
-/* A block-sparse matrix (the Python side packs it, see engines/sparse_packing.py). Rows pad to a
+/* A block-sparse matrix (the Python side packs it, see engines/cpu/sparse_packing.py). Rows pad to a
  * multiple of 16 and are cut into groups of block_rows (which divides 16); each group is a run of
  * blocks of block_rows x block_cols weights, block b starting at column block_col[b] and stored
  * column by column: values[b][block_cols][block_rows], float32, bfloat16 or float16.
@@ -88,7 +88,7 @@ typedef struct {
     sparse_matrix R, O1, O2, O3, O4;
 } sparse_wavernn_weights;
 
-/* WaveNet weights (see vocoders/models/wavenet.py and vocoders/engines/cpu_wavenet.py). */
+/* WaveNet weights (see vocoders/models/wavenet.py and vocoders/engines/cpu/wavenet.py). */
 typedef struct {
     int layers, kernel, residual, gate, skip, head, classes, taps, hop;
     int64_t silence;                   /* class fed back before the first sample */
@@ -136,6 +136,12 @@ typedef struct {
     int64_t *samples;       /* [streams][steps] out */
     float *logits;          /* [streams][steps][logits_width] out, or NULL */
     double temperature;
+    /* Streaming: the ring buffers and last sample carried between calls, or NULL (zeros, silence).
+     * history [streams][sum over layers of (kernel - 1) * dilation][residual] in/out; previous
+     * [streams] in/out; `start` is the time of this call's first sample, which places it in the rings. */
+    float *history;
+    int64_t *previous;
+    int64_t start;
 } wavenet_job;
 
 typedef struct {

@@ -11,7 +11,7 @@
  *   kernels_<isa>.c      compile the kern_*.h bodies for one instruction set (portable, avx2, avx512)
  *   module.c             this file: CPU detection, table choice, Python bindings
  *
- * The Python side (vocoders/native.py, vocoders/engines/packing.py, vocoders/engines/cpu.py) owns
+ * The Python side (vocoders/native.py, vocoders/engines/cpu/packing.py, vocoders/engines/cpu/engine.py) owns
  * every tensor, checks dtypes, shapes and contiguity, and passes raw addresses (tensor.data_ptr())
  * as integers; these functions trust them, so call them only through those wrappers. The GIL is
  * released while a kernel runs, so Python threads can run several at once (one per worker).
@@ -23,7 +23,7 @@
  *   3. Bind it below: parse the arguments, pick the table with table_for(isa), release the GIL
  *      around the call, and list it in native_methods.
  *   4. In Python, wrap it beside the others with its checks, and test it against a PyTorch
- *      reference for every name in vocoders._native.isas() (tests/test_native.py shows how).
+ *      reference for every name in vocoders._native.isas() (tests/engines/cpu/test_native.py shows how).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -240,17 +240,17 @@ static PyObject *native_sparse_matvec(PyObject *self, PyObject *args) {
 
 static PyObject *native_sparse_wavernn_run(PyObject *self, PyObject *args) {
     PyObject *R, *O1, *O2, *O3, *O4;
-    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, cond, noise, forced, samples, logits;
+    unsigned long long bias_ih, c_prev, f_prev, c_now, upsample, hidden, previous, cond, noise, forced, samples, logits;
     const char *isa = NULL;
     sparse_wavernn_weights sw;
     wavernn_weights *w = &sw.base;
     wavernn_job job;
     memset(&sw, 0, sizeof(sw));
-    if (!PyArg_ParseTuple(args, "(iiiiiiiiOOOOOKKKKK)(iiiiKKKKKd)|z", &w->hidden, &w->half, &w->out_hidden,
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiOOOOOKKKKK)(iiiiKKKKKKKd)|z", &w->hidden, &w->half, &w->out_hidden,
                           &w->coarse_classes, &w->fine_classes, &w->fine_bits, &w->taps, &w->hop, &R, &O1, &O2,
                           &O3, &O4, &bias_ih, &c_prev, &f_prev, &c_now, &upsample, &job.streams, &job.steps,
-                          &job.cond_frames, &job.logits_width, &cond, &noise, &forced, &samples, &logits,
-                          &job.temperature, &isa))
+                          &job.cond_frames, &job.logits_width, &hidden, &previous, &cond, &noise, &forced, &samples,
+                          &logits, &job.temperature, &isa))
         return NULL;
     if (!parse_sparse(R, &sw.R) || !parse_sparse(O1, &sw.O1) || !parse_sparse(O2, &sw.O2) ||
         !parse_sparse(O3, &sw.O3) || !parse_sparse(O4, &sw.O4))
@@ -269,6 +269,10 @@ static PyObject *native_sparse_wavernn_run(PyObject *self, PyObject *args) {
     w->w_f_prev = (const float *)(uintptr_t)f_prev;
     w->w_c_now = (const float *)(uintptr_t)c_now;
     w->upsample = (const float *)(uintptr_t)upsample;
+    if ((hidden == 0) != (previous == 0))
+        return PyErr_Format(PyExc_ValueError, "sparse_wavernn_run: give both hidden and previous, or neither");
+    job.hidden = (float *)(uintptr_t)hidden; /* NULL: start from zeros and silence */
+    job.previous = (int64_t *)(uintptr_t)previous;
     job.cond = (const float *)(uintptr_t)cond;
     job.noise = (const float *)(uintptr_t)noise;
     job.forced = (const int64_t *)(uintptr_t)forced;
@@ -315,16 +319,22 @@ static packed_matrix *parse_matrices(PyObject *specs, int count) {
 static PyObject *native_wavenet_run(PyObject *self, PyObject *args) {
     PyObject *dilated, *out, *head1, *head2;
     unsigned long long dilations, embedding, upsample, local, constant, noise, forced, samples, logits;
-    long long silence;
+    unsigned long long history = 0, previous = 0;
+    long long silence, start = 0;
     const char *isa = NULL;
     wavenet_weights w;
     wavenet_job job;
-    if (!PyArg_ParseTuple(args, "(iiiiiiiiiLKO!O!O!O!KK)(iiiiKKKKKKd)|z", &w.layers, &w.kernel, &w.residual, &w.gate,
-                          &w.skip, &w.head, &w.classes, &w.taps, &w.hop, &silence, &dilations, &PyTuple_Type, &dilated,
-                          &PyTuple_Type, &out, &PyTuple_Type, &head1, &PyTuple_Type, &head2, &embedding, &upsample,
-                          &job.streams, &job.steps, &job.cond_frames, &job.logits_width, &local, &constant, &noise,
-                          &forced, &samples, &logits, &job.temperature, &isa))
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiiLKO!O!O!O!KK)(iiiiKKKKKKd)|z(KKL)", &w.layers, &w.kernel, &w.residual,
+                          &w.gate, &w.skip, &w.head, &w.classes, &w.taps, &w.hop, &silence, &dilations, &PyTuple_Type,
+                          &dilated, &PyTuple_Type, &out, &PyTuple_Type, &head1, &PyTuple_Type, &head2, &embedding,
+                          &upsample, &job.streams, &job.steps, &job.cond_frames, &job.logits_width, &local, &constant,
+                          &noise, &forced, &samples, &logits, &job.temperature, &isa, &history, &previous, &start))
         return NULL;
+    if ((history == 0) != (previous == 0) || start < 0)
+        return PyErr_Format(PyExc_ValueError, "wavenet_run: the stream state needs history and previous, start >= 0");
+    job.history = (float *)(uintptr_t)history;
+    job.previous = (int64_t *)(uintptr_t)previous;
+    job.start = start;
     if (w.layers < 1 || w.kernel < 2 || w.residual < 1 || w.gate < 2 || w.gate % 2 || w.skip < 1 || w.head < 1 ||
         w.classes < 2 || silence < 0 || silence >= w.classes || w.hop < 1 || w.taps < 1 || job.streams < 1 ||
         job.steps < 0 || job.steps > (job.cond_frames - w.taps + 1) * w.hop)
@@ -367,17 +377,17 @@ static PyMethodDef native_methods[] = {
     {"matvec", native_matvec, METH_VARARGS,
      "matvec(matrix, x, x_stride, y, y_stride, streams, isa=None): y[s] = W x[s] for a packed matrix."},
     {"wavernn_run", native_wavernn_run, METH_VARARGS,
-     "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu.py)."},
+     "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu/engine.py)."},
     {"subscale_run", native_subscale_run, METH_VARARGS,
-     "subscale_run(core, w_cond, context, job, isa=None): the Subscale WaveRNN loop (see engines/cpu_subscale.py)."},
+     "subscale_run(core, w_cond, context, job, isa=None): the Subscale WaveRNN loop (see engines/cpu/subscale.py)."},
     {"sparse_matvec", native_sparse_matvec, METH_VARARGS,
-     "sparse_matvec(matrix, x, y, active, isa=None) -> inputs read: y = W x, block-sparse (engines/sparse_packing.py)."},
+     "sparse_matvec(matrix, x, y, active, isa=None) -> inputs read: y = W x, block-sparse (engines/cpu/sparse_packing.py)."},
     {"sparse_wavernn_run", native_sparse_wavernn_run, METH_VARARGS,
      "sparse_wavernn_run(weights, job, isa=None) -> (O2 inputs read, O4 inputs read): the Sparse WaveRNN loop."},
     {"activation", native_activation, METH_VARARGS,
      "activation(kind, x, out, count, isa=None): sigmoid (0), tanh (1) or exp (2) as the loops compute them."},
     {"wavenet_run", native_wavenet_run, METH_VARARGS,
-     "wavenet_run(weights, job, isa=None): the WaveNet sampling loop (see vocoders/engines/cpu_wavenet.py)."},
+     "wavenet_run(weights, job, isa=None, state=None): the WaveNet sampling loop; state = (history, previous, start) (see vocoders/engines/cpu/wavenet.py)."},
     {NULL, NULL, 0, NULL},
 };
 

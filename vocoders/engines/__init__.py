@@ -1,7 +1,10 @@
 """Sampling engines behind one interface, and `make_engine` to pick one by name.
 
-`auto` takes the first engine in `PREFERENCE` that can run the model on the device; fast engines
-register themselves here as they are added.
+At the top: `base` (the Engine interface), `reference` (the plain PyTorch loop every fast engine is
+tested against) and `fold` (batched folding around any engine). One sub-package per backend:
+`cpu/` (the compiled C loops, their numba fallbacks and weight packers) and `cuda/` (CUDA-graph
+steppers and Triton kernels). `auto` takes the first engine in `PREFERENCE` that can run the model
+on the device.
 """
 
 from __future__ import annotations
@@ -11,13 +14,11 @@ import logging
 import torch
 
 from ..models.base import VocoderModel
-from .base import Engine
-from .cpu import CpuEngine
-from .cuda import CudaEngine
+from .base import Engine, EngineStream, StreamingError
+from .cpu import CpuEngine, SparseCpuEngine
+from .cuda import CudaEngine, SparseCudaEngine
 from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
-from .sparse_cpu import SparseCpuEngine
-from .sparse_cuda import SparseCudaEngine
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,12 @@ __all__ = [
     "CpuEngine",
     "CudaEngine",
     "Engine",
+    "EngineStream",
     "FoldConfig",
     "FoldEngine",
     "ReferenceEngine",
     "SparseCpuEngine",
     "SparseCudaEngine",
+    "StreamingError",
     "make_engine",
 ]

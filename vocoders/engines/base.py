@@ -10,6 +10,23 @@ import torch
 from ..models.base import VocoderModel
 
 
+class StreamingError(RuntimeError):
+    """This engine cannot stream this model (it can still generate whole utterances)."""
+
+
+class EngineStream(ABC):
+    """One engine's loop over consecutive chunks of an utterance, its state carried between them.
+
+    `run(cond, noise)` takes the frame-rate conditioning of the next n frames with the upsampler's
+    context on each side, [B, n + 2u, D], and their noise [B, n * hop, noise_per_step], and returns
+    their samples [B, n * hop] int64. Run over the chunks of an utterance, it returns exactly the
+    samples `Engine.generate` returns for the whole one (tests hold every engine to it).
+    """
+
+    @abstractmethod
+    def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor: ...
+
+
 class Engine(ABC):
     """Runs a model's autoregressive loop.
 
@@ -58,6 +75,13 @@ class Engine(ABC):
 
         Returns [B, T, ...] matching `model.forward_logits`.
         """
+
+    def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
+        """A stateful session that generates an utterance chunk by chunk (see `EngineStream`).
+
+        Engines that cannot carry their loop's state between calls raise StreamingError.
+        """
+        raise StreamingError(f"engine {self.name!r} does not stream {self.model.name}")
 
     @staticmethod
     def check_inputs(model: VocoderModel, cond: torch.Tensor, noise: torch.Tensor) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Engine
+from .base import Engine, EngineStream, StreamingError
 
 
 class ReferenceEngine(Engine):
@@ -74,3 +74,25 @@ class ReferenceEngine(Engine):
                 logits = step_logits.new_empty(batch, steps, *step_logits.shape[2:])
             logits[:, positions[active]] = step_logits[:, active]
         return logits
+
+    def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
+        if self.model.samples_per_step > 1:
+            raise StreamingError(f"streaming {self.model.name} is not implemented (several samples per step)")
+        return ReferenceStream(self, batch, temperature)
+
+
+class ReferenceStream(EngineStream):
+    """The reference loop, its state kept between chunks."""
+
+    def __init__(self, engine: ReferenceEngine, batch: int, temperature: float) -> None:
+        self.model, self.device, self.temperature = engine.model, engine.device, temperature
+        self.state = self.model.initial_state(batch, self.device)
+
+    @torch.inference_mode()
+    def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        per_sample = self.model.upsample(cond.to(self.device))
+        noise = noise.to(self.device)
+        out = torch.empty(cond.shape[0], per_sample.shape[1], dtype=torch.long, device=self.device)
+        for t in range(per_sample.shape[1]):
+            self.state, out[:, t], _ = self.model.step(self.state, per_sample[:, t], noise[:, t], self.temperature)
+        return out

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..features import MelConfig
 
 State = Any
@@ -129,8 +130,6 @@ class VocoderModel(nn.Module, ABC):
         try:
             apply_checkpoint_masks(self, masks, where)
         except ValueError as exc:
-            from ..checkpoint import CheckpointError
-
             raise CheckpointError(str(exc)) from None
         self.sparsity = checkpoint.meta.get("sparsity") if masks else None
 
@@ -174,6 +173,16 @@ class VocoderModel(nn.Module, ABC):
     @abstractmethod
     def upsample(self, cond: torch.Tensor) -> torch.Tensor:
         """Frame-rate conditioning [B, F + 2 * u, D] -> per-sample [B, F * hop, D]."""
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Mel frames a stream must have beyond a frame before it can emit that frame's audio."""
+        return self.mel_context
+
+    @property
+    def decode_context(self) -> int:
+        """Earlier samples `decode` reads for each sample (a stream keeps that many); 0: sample by sample."""
+        return 0
 
     def num_samples(self, cond: torch.Tensor) -> int:
         """Samples that conditioning `cond` [B, F + 2u, D] generates."""

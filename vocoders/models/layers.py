@@ -5,9 +5,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Below this many rows BLAS takes another kernel (a matrix-vector one) whose sums round differently.
+MIN_ROWS = 4
+
+
+def linear_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ weight [N, K]^T + bias [N] -> [..., N], each row the same whatever the row count.
+
+    Streaming computes the conditioning a few frames at a time and must get the very numbers a
+    whole utterance gets; a product of fewer than MIN_ROWS rows would not, so short inputs are
+    padded with zero rows first.
+    """
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1])
+    count = rows.shape[0]
+    if count < MIN_ROWS:
+        rows = torch.cat([rows, rows.new_zeros(MIN_ROWS - count, rows.shape[1])])
+    out = torch.nn.functional.linear(rows, weight.reshape(weight.shape[0], -1), bias)[:count]
+    return out.reshape(*shape[:-1], out.shape[-1])
+
 
 class ResidualBlock1x1(nn.Module):
-    """x + conv1x1(relu(conv1x1(x))). x: [B, C, F] -> [B, C, F]."""
+    """x + conv1x1(relu(conv1x1(x))), frame-major. x: [B, F, C] -> [B, F, C]."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -15,14 +34,17 @@ class ResidualBlock1x1(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(torch.relu(self.conv1(x)))
+        inner = torch.relu(linear_rows(x, self.conv1.weight, self.conv1.bias))
+        return x + linear_rows(inner, self.conv2.weight, self.conv2.bias)
 
 
 class ConditioningNetwork(nn.Module):
     """Frame-rate features from a log-mel.
 
     A non-causal convolution of width `kernel` without padding (so segments cut from a long mel
-    see real neighbours), then residual 1x1 blocks.
+    see real neighbours), then residual 1x1 blocks. The convolutions run as row products over
+    frames (`linear_rows`), so a frame's features do not depend on how many frames are computed
+    together: a stream that computes them chunk by chunk gets the whole utterance's numbers.
     mel: [B, n_mels, F + kernel - 1] -> features [B, F, channels].
     """
 
@@ -35,8 +57,10 @@ class ConditioningNetwork(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock1x1(channels) for _ in range(blocks)])
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv_in(mel))
-        return self.blocks(x).transpose(1, 2)
+        kernel = self.conv_in.kernel_size[0]
+        windows = mel.unfold(2, kernel, 1).transpose(1, 2)  # [B, F, n_mels, kernel], as the conv weight
+        x = torch.relu(linear_rows(windows.reshape(*windows.shape[:2], -1), self.conv_in.weight, self.conv_in.bias))
+        return self.blocks(x)
 
 
 class FrameUpsampler(nn.Module):

@@ -124,6 +124,15 @@ class SubscaleWaveRNN(VocoderModel):
         return self.subscale
 
     @property
+    def lookahead_frames(self) -> int:
+        """Mel context plus the future horizon: sub-tensor b waits F steps (F * B samples) for the earlier ones."""
+        return self.mel_context + -(-self.horizon * self.subscale // self.hop_length)
+
+    @property
+    def decode_context(self) -> int:
+        return self.core.decode_context
+
+    @property
     def mel_context(self) -> int:
         return self.core.mel_context
 

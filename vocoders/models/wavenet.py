@@ -44,7 +44,7 @@ from ..audio import mulaw_decode, mulaw_encode
 from ..features import MelConfig
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
-from .layers import ConditioningNetwork, FrameUpsampler
+from .layers import ConditioningNetwork, FrameUpsampler, linear_rows
 
 
 @dataclass
@@ -219,10 +219,10 @@ class WaveNet(VocoderModel):
         The layer conditioning of sample t is upsample(local)[t] + constant.
         """
         D = self.cond_channels
-        local = F.linear(cond[..., :D], self.cond_weight)
+        local = linear_rows(cond[..., :D], self.cond_weight)  # the same numbers for any frame count (streaming)
         constant = self.dilated_bias.reshape(1, -1).expand(cond.shape[0], -1)
         if self.speakers:
-            constant = constant + F.linear(cond[:, 0, D:], self.speaker_weight)
+            constant = constant + linear_rows(cond[:, 0, D:], self.speaker_weight)
         return local, constant
 
     def upsample(self, cond: torch.Tensor) -> torch.Tensor:

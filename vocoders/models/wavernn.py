@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import deemphasize, join_coarse_fine, mulaw_decode, mulaw_encode, preemphasize, split_coarse_fine
+from ..audio import (
+    deemphasis_taps,
+    deemphasize,
+    join_coarse_fine,
+    mulaw_decode,
+    mulaw_encode,
+    preemphasize,
+    split_coarse_fine,
+)
 from ..features import MelConfig
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
@@ -184,6 +192,10 @@ class WaveRNN(VocoderModel):
         if self.preemphasis:
             audio = deemphasize(audio, self.preemphasis).clamp_(-1.0, 1.0)
         return audio
+
+    @property
+    def decode_context(self) -> int:
+        return max(0, deemphasis_taps(self.preemphasis) - 1)
 
     def split(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample classes -> (coarse, fine) classes."""

@@ -1,0 +1,150 @@
+"""Streaming synthesis: chunked audio equals whole-utterance audio, look-ahead, bad chunks, refusals."""
+
+import random
+
+import pytest
+import torch
+
+from vocoders.engines import StreamingError
+from vocoders.errors import MelError
+from vocoders.inference import Vocoder
+from vocoders.models import WaveNet, WaveRNN
+from vocoders.native import load_native
+from vocoders.sampling import NOISE_BLOCK, NoiseSource, draw_noise
+
+from .engines.cpu.test_sparse import sparse_model
+
+needs_native = pytest.mark.skipif(load_native() is None, reason="the compiled extension vocoders._native is not built")
+
+
+def wavernn(**kwargs):
+    torch.manual_seed(0)
+    return WaveRNN(hidden_size=32, cond_channels=8, cond_blocks=1, out_hidden=24, **kwargs).eval()
+
+
+def wavenet():
+    torch.manual_seed(0)
+    return WaveNet(
+        layers=6, cycles=2, residual_channels=8, gate_channels=12, skip_channels=8, head_channels=16,
+        cond_channels=8, cond_blocks=1,
+    ).eval()  # fmt: skip
+
+
+CASES = {
+    "wavernn-reference": (lambda: wavernn(), "reference"),
+    "wavernn-cpu": (lambda: wavernn(), "cpu"),
+    "wavernn-mulaw-preemphasis-cpu": (lambda: wavernn(bits=10, encoding="mulaw", preemphasis=0.86), "cpu"),
+    "sparse-wavernn-sparse-cpu": (lambda: sparse_model(hidden=64, out_hidden=48, sparsity=0.9), "sparse-cpu"),
+    "wavenet-reference": (wavenet, "reference"),
+    "wavenet-cpu": (wavenet, "cpu"),
+}
+
+
+def random_chunks(frames: int, seed: int, largest: int = 6) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    while sum(sizes) < frames:
+        sizes.append(min(rng.choice([1, 1, 2, 3, largest]), frames - sum(sizes)))
+    return sizes
+
+
+def streamed(voc, mel, sizes, seed, batch=1):
+    stream = voc.stream(batch=batch, seed=seed)
+    out, at = [], 0
+    for size in sizes:
+        stream.push(mel[..., at : at + size])
+        at += size
+        out.append(stream.pull())
+    out.append(stream.close())
+    return torch.cat(out, dim=-1)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_streamed_audio_equals_whole_utterance_for_any_chunking(case):
+    build, engine = CASES[case]
+    if engine != "reference" and load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
+    voc = Vocoder(build(), engine=engine)
+    frames = 9 if engine == "reference" else 23
+    mel = torch.randn(80, frames) - 5
+    whole = voc(mel, seed=11)
+    for sizes in ([1] * frames, [frames], random_chunks(frames, 0), random_chunks(frames, 1)):
+        audio = streamed(voc, mel, sizes, seed=11)
+        assert audio.shape == whole.shape == (frames * voc.hop_length,)
+        assert torch.equal(audio, whole), sizes
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["wavernn-cpu", "wavenet-cpu"])
+def test_a_batch_of_streams_equals_the_batch_generated_whole(case):
+    build, engine = CASES[case]
+    voc = Vocoder(build(), engine=engine)
+    mel = torch.randn(2, 80, 12) - 5
+    whole = voc(mel, seed=5)
+    audio = streamed(voc, mel, random_chunks(12, 2), seed=5, batch=2)
+    assert audio.shape == (2, 12 * voc.hop_length)
+    assert torch.equal(audio, whole)
+
+
+def test_a_stream_holds_back_exactly_its_lookahead():
+    voc = Vocoder(wavernn(), engine="reference")
+    lookahead = voc.lookahead_frames
+    assert lookahead == voc.model.mel_context == 3  # conditioning kernel 5 (2) + upsampler taps 3 (1)
+    stream = voc.stream(seed=0)
+    for pushed in range(1, 7):
+        stream.push(torch.randn(80, 1) - 5)
+        assert stream.frames_out == max(0, pushed - lookahead)
+        assert stream.available == stream.frames_out * voc.hop_length  # nothing pulled yet
+    assert stream.close().shape == (6 * voc.hop_length,)
+
+
+def test_bad_chunks_are_refused_and_the_stream_stays_usable():
+    voc = Vocoder(wavernn(), engine="reference")
+    mel = torch.randn(80, 6) - 5
+    whole = voc(mel, seed=2)
+    stream = voc.stream(seed=2)
+    stream.push(mel[:, :3])
+    bad = [
+        (torch.randn(81, 2) - 5, "bands"),
+        (torch.randn(2, 80) - 5, "transposed"),
+        (torch.full((80, 2), float("nan")), "NaN"),
+        (torch.randn(2, 80, 2) - 5, "batch of 2"),
+    ]
+    for chunk, message in bad:
+        with pytest.raises(MelError, match=message):
+            stream.push(chunk)
+    stream.push(mel[:, 3:])
+    assert torch.equal(torch.cat([stream.pull(), stream.close()]), whole)
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.push(mel)
+
+
+def test_context_manager_flushes_and_empty_stream_gives_nothing():
+    voc = Vocoder(wavernn(), engine="reference")
+    mel = torch.randn(80, 4) - 5
+    with voc.stream(seed=1) as stream:
+        stream.push(mel)
+    assert stream.closed and stream.pull().shape == (4 * voc.hop_length,)
+    assert voc.stream().close().shape == (0,)
+
+
+def test_engines_that_cannot_stream_say_so(tmp_path):
+    from vocoders.models import SubscaleWaveRNN
+
+    torch.manual_seed(0)
+    subscale = SubscaleWaveRNN(subscale=4, horizon=2, hidden_size=16, cond_channels=8, cond_blocks=1).eval()
+    assert subscale.lookahead_frames == subscale.mel_context + 1  # horizon 2 x 4 sub-tensors = 8 samples < 1 hop
+    for engine in ("reference",) + (("cpu",) if load_native() is not None else ()):
+        with pytest.raises(StreamingError, match="subscale"):
+            Vocoder(subscale, engine=engine).stream()
+
+
+def test_noise_is_the_same_whatever_the_chunking():
+    whole = draw_noise(2, 3 * NOISE_BLOCK + 17, 2, seed=9)
+    assert torch.equal(
+        draw_noise(2, 100, 2, seed=9, start=NOISE_BLOCK - 50), whole[:, NOISE_BLOCK - 50 : NOISE_BLOCK + 50]
+    )
+    source = NoiseSource(2, 2, seed=9)
+    parts = [source.take(n) for n in (1, 300, NOISE_BLOCK, 5, 2 * NOISE_BLOCK - 289)]
+    assert torch.equal(torch.cat(parts, dim=1), whole)
+    assert not torch.equal(draw_noise(2, 64, 2, seed=10), whole[:, :64])

@@ -1,0 +1,160 @@
+"""Streaming synthesis: mel chunks in, audio out, as a TTS model produces its frames.
+
+    stream = voc.stream()                # or: with voc.stream() as stream:
+    for chunk in mel_chunks:             # [n_mels, k] or [B, n_mels, k], any k >= 1
+        stream.push(chunk)
+        play(stream.pull())              # the audio that can be emitted now
+    play(stream.close())                 # the rest (leaving a `with` block generates it for `pull`)
+
+Audio for frame i needs the mel up to frame i + `lookahead_frames` (the conditioning network's and
+the upsampler's context), so a stream emits each frame's samples as soon as that frame has arrived
+and holds back the last `lookahead_frames` until `close`, which pads the end as whole-utterance
+generation does. The engine's recurrent state (ring buffers for WaveNet) and the noise position
+carry over between chunks; every product is computed so that its numbers do not depend on the
+chunking, so the concatenated audio equals `voc(mel, seed=...)` sample for sample.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .engines.base import EngineStream
+from .errors import MelError
+from .sampling import NoiseSource
+
+log = logging.getLogger(__name__)
+
+
+class Stream:
+    """One streaming session over a `Vocoder`'s model and engine: `push`, `pull`, `close`.
+
+    batch: independent streams advanced together; every pushed chunk is [batch, n_mels, k] (or
+    [n_mels, k] when batch is 1). Audio comes out as [samples] for batch 1, else [batch, samples].
+    """
+
+    def __init__(
+        self,
+        vocoder,
+        batch: int = 1,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        speaker: int | None = None,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"a stream needs batch >= 1, got {batch}")
+        self.vocoder = vocoder
+        self.model = vocoder.model
+        self.batch = batch
+        self.speaker = speaker
+        vocoder.check_speaker(speaker, "stream")
+        self.lookahead_frames = self.model.lookahead_frames
+        self._engine: EngineStream = vocoder.engine.open_stream(batch, temperature)
+        self._noise = NoiseSource(batch, self.model.noise_per_step, seed)
+        self.seed = self._noise.seed
+        self._context = self.model.mel_context  # replicate padding on each side, as `pad_mel` does
+        self._mel: torch.Tensor | None = None  # [B, n_mels, frames] padded frames not yet fully used
+        self._mel_start = 0  # padded index of self._mel's first frame
+        self._frames_in = 0  # real frames pushed
+        self._frames_out = 0  # frames whose samples were generated
+        self._history = torch.empty(batch, 0, dtype=torch.long)  # the last decode_context samples
+        self._ready: list[torch.Tensor] = []  # decoded audio not yet pulled
+        self.closed = False
+
+    # ---- the session ---------------------------------------------------------------------------
+    def push(self, mel_chunk) -> int:
+        """Add mel frames; generate every frame whose look-ahead has arrived. Returns the samples ready.
+
+        A bad chunk (wrong band count, transposed, NaN, another batch size) raises MelError and
+        leaves the stream as it was, so the caller can push a corrected chunk.
+        """
+        if self.closed:
+            raise RuntimeError("this stream is closed")
+        from .inference import check_mel
+
+        chunk = check_mel(mel_chunk, self.vocoder.mel_config, "mel chunk")
+        if chunk.shape[0] != self.batch:
+            raise MelError(f"mel chunk: batch of {chunk.shape[0]} for a stream of batch {self.batch}")
+        chunk = chunk.to(self.vocoder.device)
+        if self._mel is None:  # the left padding: the first frame repeated, as for a whole utterance
+            self._mel = torch.cat([chunk[:, :, :1].expand(-1, -1, self._context), chunk], dim=2)
+        else:
+            self._mel = torch.cat([self._mel, chunk], dim=2)
+        self._frames_in += chunk.shape[2]
+        self._generate(self._frames_in - self._context - self._frames_out)
+        return self.available
+
+    def pull(self) -> torch.Tensor:
+        """The audio generated since the last pull: float32 [samples] (batch 1) or [B, samples], CPU."""
+        audio = torch.cat(self._ready, dim=1) if self._ready else torch.empty(self.batch, 0)
+        self._ready = []
+        return audio[0] if self.batch == 1 else audio
+
+    def close(self) -> torch.Tensor:
+        """End of the utterance: pad the end, generate the held-back frames, return what is left to pull."""
+        self.finish()
+        return self.pull()
+
+    def finish(self) -> None:
+        """As `close`, leaving the audio to `pull` (what leaving a `with` block does)."""
+        if not self.closed:
+            self.closed = True
+            if self._frames_in:
+                last = self._mel[:, :, -1:]
+                self._mel = torch.cat([self._mel, last.expand(-1, -1, self._context)], dim=2)
+                self._generate(self._frames_in - self._frames_out)
+
+    @property
+    def available(self) -> int:
+        """Samples per stream generated and not yet pulled."""
+        return sum(a.shape[1] for a in self._ready)
+
+    @property
+    def frames_out(self) -> int:
+        """Mel frames whose audio has been generated (pulled or not)."""
+        return self._frames_out
+
+    def __iter__(self):
+        """Each chunk of audio as it is pulled (what is ready now); use between pushes."""
+        audio = self.pull()
+        if audio.shape[-1]:
+            yield audio
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.finish()
+        self.closed = True
+
+    # ---- the work ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _generate(self, frames: int) -> None:
+        """Generate the next `frames` frames from the buffered mel (their look-ahead is in it)."""
+        if frames <= 0:
+            return
+        model, c = self.model, self._context
+        first = self._frames_out - self._mel_start  # buffer index of the first padded frame they need
+        window = self._mel[:, :, first : first + frames + 2 * c]
+        if self.speaker is None:
+            cond = model.conditioning(window)
+        else:
+            cond = model.conditioning(window, speaker=self.speaker)
+        samples = self._engine.run(cond, self._noise.take(frames * model.hop_length)).cpu()
+        self._frames_out += frames
+        keep = self._frames_out - self._mel_start  # later chunks start at the next frame
+        self._mel = self._mel[:, :, keep:]
+        self._mel_start += keep
+        self._ready.append(self._decode(samples))
+
+    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """Sample classes [B, n] -> audio [B, n], with the earlier samples the decoder reads in front."""
+        context = self.model.decode_context
+        if not context:
+            return self.model.decode(samples).float()
+        joined = torch.cat([self._history, samples], dim=1)
+        audio = self.model.decode(joined).float()[:, self._history.shape[1] :]
+        self._history = joined[:, -context:]
+        return audio
