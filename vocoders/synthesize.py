@@ -7,6 +7,9 @@ input, has exactly frames x hop samples at the checkpoint's rate, and is written
 
 A bad input gets one line on stderr naming the file and the problem; the other inputs still run,
 and the exit status is 1 when any failed (2 when nothing could start).
+
+`--stream INPUT -o OUT.wav`: mel frames from a pipe or a growing .npy, audio written as it comes
+(vocoders.synthesize_stream).
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speaker", type=int, default=None, help="speaker id, for multi-speaker checkpoints only")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="streaming: one INPUT, '-' (stdin) or a .npy still being written, of float32 frames [frames, n_mels]; "
+        "-o names the WAV file, written as the audio comes (see vocoders.synthesize_stream)",
+    )
+    parser.add_argument(
+        "--stream-timeout", type=float, default=10.0, help="--stream from a file: end after this many idle seconds"
+    )
     return parser.parse_args(argv)
 
 
@@ -114,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    if args.stream:
+        return _stream(args, vocoder)
     jobs, errors = expand_inputs(args.inputs)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
@@ -135,6 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     failed = len(errors)
     print(f"wrote {written} WAV file(s) to {args.output}" + (f"; {failed} input(s) failed" if failed else ""))
     return 1 if failed else 0
+
+
+def _stream(args: argparse.Namespace, vocoder) -> int:
+    from .synthesize_stream import stream_file
+
+    if len(args.inputs) != 1 or args.fold:
+        print("error: --stream takes exactly one INPUT ('-' or a .npy file) and no --fold", file=sys.stderr)
+        return 2
+    output = args.output if args.output.suffix.lower() == ".wav" else args.output / "stream.wav"
+    try:
+        return stream_file(
+            vocoder, str(args.inputs[0]), output, args.seed, args.temperature, args.speaker, args.stream_timeout
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
