@@ -149,3 +149,18 @@ def test_bad_checkpoint_is_one_error_line(capsys):
     assert run_cli(bench_config("bench.checkpoint=/nonexistent.safetensors")) == 2
     err = capsys.readouterr().err
     assert "nonexistent.safetensors" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["wavernn", "wavenet"])
+def test_stream_chunks_are_timed_and_equal_the_whole_utterance(model):
+    if load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
+    cfg = bench_config(
+        f"model={model}", "bench.engine=cpu", "bench.seconds=0.1", "bench.stream_chunk=[1,4]", "bench.batch=2"
+    )
+    runs = run_benchmark(cfg)["stream"]
+    assert [r["chunk_frames"] for r in runs] == [1, 4]
+    for run in runs:
+        assert run["equal_to_whole"] is True
+        assert run["lookahead_frames"] >= 1 and run["seconds"] > 0 and run["first_audio_ms"] > 0
+        assert run["realtime_factor"] > 0 and run["cost_over_whole"] > -1

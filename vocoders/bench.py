@@ -156,9 +156,58 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
         **({"sparsity": model.sparsity} if model.sparsity else {}),
         "machine": _machine(device),
     }
+    if bench.get("stream_chunk") is not None:
+        whole = model.decode(samples).float().cpu()
+        record["stream"] = _stream_runs(cfg, model, engine, mel, whole, conditioning_seconds + seconds)
     if bench.sweep and device.type == "cpu":
         record["read_bandwidth_sweep_GBps"] = bandwidth_sweep(device)
     return record
+
+
+def _stream_runs(cfg, model, engine, mel, whole_audio, whole_seconds: float) -> list[dict[str, Any]]:
+    """Stream `mel` through `engine` in chunks of each `bench.stream_chunk` frames, fed as fast as they are taken.
+
+    Per chunk size: time to first audio (from the first push to the first audio pulled), the
+    real-time factor, the cost against whole-utterance generation in the same run (conditioning
+    included on both sides) and whether the streamed audio equals the whole-utterance audio.
+    """
+    from .inference import Vocoder
+
+    sizes = cfg.bench.stream_chunk
+    sizes = [int(sizes)] if isinstance(sizes, int | str) else [int(n) for n in sizes]
+    vocoder = Vocoder(model, device=engine.device, engine="reference")
+    vocoder.engine = engine  # the engine timed above, weights already packed
+    frames, hop, rate = mel.shape[2], model.hop_length, model.sample_rate
+    runs = []
+    for size in sizes:
+        stream = vocoder.stream(batch=mel.shape[0], seed=int(cfg.bench.seed), temperature=float(cfg.bench.temperature))
+        pieces, first_audio = [], None
+        start = time.perf_counter()
+        for at in range(0, frames, size):
+            stream.push(mel[:, :, at : at + size])
+            pieces.append(stream.pull())
+            if first_audio is None and pieces[-1].shape[-1]:
+                first_audio = time.perf_counter() - start
+        pieces.append(stream.close())
+        seconds = time.perf_counter() - start
+        audio = torch.cat([p.reshape(mel.shape[0], -1) for p in pieces], dim=1)
+        runs.append(
+            {
+                "chunk_frames": size,
+                "chunk_ms": significant(1000 * size * hop / rate),
+                "lookahead_frames": stream.lookahead_frames,
+                "lookahead_ms": significant(1000 * stream.lookahead_frames * hop / rate),
+                "first_audio_ms": significant(1000 * (first_audio if first_audio is not None else seconds)),
+                "seconds": significant(seconds),
+                "realtime_factor": significant(seconds / (frames * hop / rate)),
+                "whole_seconds": significant(whole_seconds),
+                "cost_over_whole": round(seconds / whole_seconds - 1, 4),
+                "equal_to_whole": bool(torch.equal(audio, whole_audio)),
+            }
+        )
+        log.info("stream %d frames: %.3f s (whole %.3f s), first audio %.1f ms", size, seconds, whole_seconds,
+                 runs[-1]["first_audio_ms"])  # fmt: skip
+    return runs
 
 
 def _reference_run(cfg, model, engine, cond, noise, samples, temperature, device, seconds) -> dict[str, Any]:
