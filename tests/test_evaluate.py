@@ -145,3 +145,15 @@ def test_batched_vocoding_keeps_each_utterance_as_if_alone(tiny_checkpoint):
     assert out[0].shape == (5 * 256,) and out[1].shape == (3 * 256,)
     # The shortest mel is row 0 of the batch, so it draws the same noise as alone: identical samples.
     np.testing.assert_array_equal(out[1], voc(short, seed=4).numpy())
+
+
+def test_vocode_batches_passes_the_temperature(tiny_wavernn):
+    """Temperature 0 is argmax: the noise seed no longer matters; at 1 it does."""
+    from vocoders.evaluate import vocode_batches
+    from vocoders.inference import Vocoder
+
+    voc = Vocoder(tiny_wavernn, engine="reference")
+    mels = [np.random.default_rng(0).standard_normal((80, 3)).astype(np.float32) - 5]
+    greedy = [dict(vocode_batches(voc, mels, 1, seed, temperature=0.0))[0] for seed in (0, 1)]
+    sampled = [dict(vocode_batches(voc, mels, 1, seed))[0] for seed in (0, 1)]
+    assert np.array_equal(*greedy) and not np.array_equal(*sampled)

@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine", default="auto", help="sampling engine (default: auto, the fastest available)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="sampling noise and Griffin-Lim phase seed")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1 = the model's own)")
     parser.add_argument(
         "--batch-size", type=int, default=8, help="utterances vocoded together, similar lengths grouped (default: 8)"
     )
@@ -78,7 +79,7 @@ def select_utterances(data: Path, kind: str, split: str, valid_size: int, limit:
     return utterances[:limit] if limit else utterances
 
 
-def vocode_batches(vocoder, mels: list[np.ndarray], batch_size: int, seed: int):
+def vocode_batches(vocoder, mels: list[np.ndarray], batch_size: int, seed: int, temperature: float = 1.0):
     """Vocode mels [n_mels, frames_i] in batches of similar length; yields (index, audio [frames_i * hop]).
 
     Each batch is edge-padded to its longest mel by repeating the last frame, which is what the
@@ -92,7 +93,7 @@ def vocode_batches(vocoder, mels: list[np.ndarray], batch_size: int, seed: int):
         chosen = order[start : start + batch_size]
         longest = max(mels[i].shape[1] for i in chosen)
         batch = np.stack([np.pad(mels[i], ((0, 0), (0, longest - mels[i].shape[1])), mode="edge") for i in chosen])
-        audio = vocoder(torch.from_numpy(batch), seed=seed + start).numpy()
+        audio = vocoder(torch.from_numpy(batch), seed=seed + start, temperature=temperature).numpy()
         for row, i in enumerate(chosen):
             yield i, audio[row, : mels[i].shape[1] * vocoder.hop_length]
 
@@ -173,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     bar = tqdm(total=len(features), desc="evaluating", unit="utt", disable=args.no_progress, dynamic_ncols=True)
     started = time.perf_counter()
     vocoder_seconds = 0.0
-    for index, voc_audio in vocode_batches(vocoder, mels, args.batch_size, args.seed):
+    for index, voc_audio in vocode_batches(vocoder, mels, args.batch_size, args.seed, args.temperature):
         vocoder_seconds += time.perf_counter() - started
         vocoded_samples += len(voc_audio)
         feats, mel = features[index], mels[index]
@@ -218,6 +219,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "engine": vocoder.engine.name,
         "device": str(vocoder.device),
         "seed": args.seed,
+        "temperature": args.temperature,
         "batch_size": args.batch_size,
         "griffin_lim_iterations": args.griffin_lim_iters,
         "f0_tracker": scorer.f0_tracker,

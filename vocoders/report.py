@@ -92,7 +92,11 @@ def markdown(info: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
         ("checkpoint", info.get("checkpoint")),
         ("model", f"{info.get('model')} (step {info.get('step')})"),
         ("data", f"{info.get('data')} (split {info.get('split')}, {info.get('utterances')} utterances)"),
-        ("vocoder", f"engine {info.get('engine')} on {info.get('device')}, seed {info.get('seed')}"),
+        (
+            "vocoder",
+            f"engine {info.get('engine')} on {info.get('device')}, seed {info.get('seed')}, "
+            f"temperature {info.get('temperature', 1.0)}",
+        ),
         ("Griffin-Lim", f"{info.get('griffin_lim_iterations')} iterations from the same mel"),
         ("F0 tracker", info.get("f0_tracker")),
     ]
