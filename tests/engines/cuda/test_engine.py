@@ -331,3 +331,40 @@ def test_auto_picks_cuda_on_a_cuda_device():
     model = make_model()
     engine = make_engine("auto", model, "cuda")
     assert engine.name == "cuda" and engine.kernel_for(1) == "persistent" and engine.kernel_for(64) == "graph"
+
+
+def test_sampler_stream_continues_the_loop_for_any_chunking():
+    """A stream over the graph stepper (eager on the CPU) gives the whole utterance's samples chunk by chunk."""
+    from vocoders.engines.cuda.wavernn import SamplerStream
+    from vocoders.models.layers import FrameUpsampler
+
+    model = make_model()
+    mel, cond, noise, reference, _ = case(model, batch=2, frames=5)
+    pack = WaveRNNPack.from_model(model, "cpu")
+    u, hop = model.upsample_context, model.hop_length
+    assert isinstance(model.upsampler, FrameUpsampler)
+    for sizes in ([1, 1, 1, 1, 1], [2, 3], [5]):
+        stream = SamplerStream(WaveRNNSampler(pack, GraphStepper(pack, 2, steps=hop, use_graph=False), 1), 1.0)
+        pieces, at = [], 0
+        for size in sizes:
+            pieces.append(stream.run(cond[:, at : at + size + 2 * u], noise[:, at * hop : (at + size) * hop]))
+            at += size
+        assert torch.equal(torch.cat(pieces, dim=1), reference), sizes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stream_equals_whole_utterance_on_the_device():
+    from vocoders.inference import Vocoder
+
+    model = make_model()
+    voc = Vocoder(model, device="cuda", engine="cuda")
+    mel = torch.randn(2, 80, 9) - 5
+    whole = voc(mel, seed=3)
+    stream = voc.stream(batch=2, seed=3)
+    pieces = []
+    for at, size in ((0, 1), (1, 4), (5, 1), (6, 3)):
+        stream.push(mel[:, :, at : at + size])
+        pieces.append(stream.pull())
+    pieces.append(stream.close())
+    assert torch.equal(torch.cat(pieces, dim=1), whole)

@@ -30,10 +30,10 @@ import logging
 import torch
 
 from ...models.base import VocoderModel
-from ..base import Engine
+from ..base import Engine, EngineStream, StreamingError
 from .subscale import ContextWeights, SubscaleGraphStepper, SubscaleSampler
 from .wavenet import WaveNetGraphStepper, WaveNetPack, WaveNetSampler
-from .wavernn import CapturedStepper, GraphStepper, WaveRNNSampler
+from .wavernn import CapturedStepper, GraphStepper, SamplerStream, WaveRNNSampler
 from .wavernn_pack import WaveRNNPack, weight_dtype
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,26 @@ class CudaEngine(ChunkSamplerEngine):
             return "persistent"
         return "graph"
 
-    def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
-        """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
+    def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
+        if self.model.name != "wavernn":
+            raise StreamingError(f"engine {self.name!r} streams wavernn only, not {self.model.name}")
+        return SamplerStream(self.sampler(batch, shared=False), temperature)
+
+    def sampler(self, batch: int, shared: bool = True) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
+        """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers).
+
+        shared=False builds a new one for the caller alone (a stream keeps its state in it).
+        """
         kernel = self.kernel_for(batch)
         key = (kernel, batch)
+        if not shared:
+            kept = self._samplers.pop(key, None)
+            try:
+                return self.sampler(batch)
+            finally:
+                self._samplers.pop(key, None)
+                if kept is not None:
+                    self._samplers[key] = kept
         if key not in self._samplers:
             steps = self.chunk_frames * self.model.hop_length
             if self.model.name == "wavenet":

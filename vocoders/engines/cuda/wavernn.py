@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 
 from ...sampling import sample_categorical
+from ..base import EngineStream
 from .graph_stepper import ChunkGraphStepper
 from .wavernn_pack import WaveRNNPack
 
@@ -235,10 +236,15 @@ class WaveRNNSampler:
     @torch.inference_mode()
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """cond [B, F + taps - 1, D]; noise [B, F * hop, 2] -> samples [B, F * hop] int64."""
+        self.stepper.reset()
+        return self.proceed(cond, noise, temperature)
+
+    @torch.inference_mode()
+    def proceed(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """`generate` from the stepper's current state (a stream's next chunk): no reset."""
         dev = self.pack.recurrent.device
         cond, noise = cond.to(dev), noise.to(dev, torch.float32)
         out = torch.empty(noise.shape[:2], dtype=torch.long, device=dev)
-        self.stepper.reset()
         for first, inputs in self._chunks(cond):
             steps = inputs.shape[1]
             out[:, first : first + steps] = self.stepper.run(inputs, noise[:, first : first + steps], temperature)
@@ -262,3 +268,18 @@ class WaveRNNSampler:
             self.stepper.run(inputs[:, :steps], noise[:, span], 1.0, targets[:, span].contiguous(), chunk_logits)
             logits[:, span] = chunk_logits
         return logits
+
+
+class SamplerStream(EngineStream):
+    """A stream over its own WaveRNN sampler (own stepper, graphs and state): chunks continue the loop.
+
+    With hop >= 256 a chunk of the sampler is one frame, so every pushed frame replays the captured
+    graph; a shorter chunk (only where chunk_frames > 1) runs at its own length.
+    """
+
+    def __init__(self, sampler: WaveRNNSampler, temperature: float) -> None:
+        self.sampler, self.temperature = sampler, temperature
+        sampler.stepper.reset()
+
+    def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.sampler.proceed(cond, noise, self.temperature)

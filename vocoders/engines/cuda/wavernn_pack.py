@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...models.layers import linear_rows
 from ...models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
 
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -120,7 +121,7 @@ class WaveRNNPack:
 
     def frame_projection(self, cond: torch.Tensor) -> torch.Tensor:
         """Frame-rate conditioning [B, F + taps - 1, D] -> its input-gate projection [B, F + taps - 1, 3H] (float32)."""
-        return cond.to(self.w_cond.device, torch.float32) @ self.w_cond.t()
+        return linear_rows(cond.to(self.w_cond.device, torch.float32), self.w_cond)  # any frame count: same rows
 
     def sample_inputs(self, projection: torch.Tensor, first_frame: int, frames: int) -> torch.Tensor:
         """Per-sample input-gate terms of `frames` frames starting at `first_frame`.
