@@ -54,8 +54,11 @@ class Stream:
         self._noise = NoiseSource(batch, self.model.noise_per_step, seed)
         self.seed = self._noise.seed
         self._context = self.model.mel_context  # replicate padding on each side, as `pad_mel` does
-        self._mel: torch.Tensor | None = None  # [B, n_mels, frames] padded frames not yet fully used
-        self._mel_start = 0  # padded index of self._mel's first frame
+        self._upsample_context = self.model.upsample_context
+        self._mel: torch.Tensor | None = None  # [B, n_mels, frames] padded frames from self._mel_start on
+        self._mel_start = 0  # padded index of self._mel's first frame = index of the next cond frame to compute
+        self._cond: torch.Tensor | None = None  # [B, frames, D] conditioning frames from self._cond_start on
+        self._cond_start = 0
         self._frames_in = 0  # real frames pushed
         self._frames_out = 0  # frames whose samples were generated
         self._history = torch.empty(batch, 0, dtype=torch.long)  # the last decode_context samples
@@ -135,18 +138,21 @@ class Stream:
         """Generate the next `frames` frames from the buffered mel (their look-ahead is in it)."""
         if frames <= 0:
             return
-        model, c = self.model, self._context
-        first = self._frames_out - self._mel_start  # buffer index of the first padded frame they need
-        window = self._mel[:, :, first : first + frames + 2 * c]
-        if self.speaker is None:
-            cond = model.conditioning(window)
-        else:
-            cond = model.conditioning(window, speaker=self.speaker)
+        model, u = self.model, self._upsample_context
+        # Output frames [e, e + n) read conditioning frames [e, e + n + 2u); compute only the new ones
+        # (cond frame j reads padded mel frames j .. j + 2 (context - u)), keep the 2u they share.
+        end = self._frames_out + frames + 2 * u
+        window = self._mel[:, :, : end - self._mel_start + 2 * (self._context - u)]
+        fresh = model.conditioning(window) if self.speaker is None else model.conditioning(window, speaker=self.speaker)
+        self._cond = fresh if self._cond is None else torch.cat([self._cond, fresh], dim=1)
+        self._mel = self._mel[:, :, end - self._mel_start :]
+        self._mel_start = end
+        cond = self._cond[:, self._frames_out - self._cond_start :]
         samples = self._engine.run(cond, self._noise.take(frames * model.hop_length)).cpu()
         self._frames_out += frames
-        keep = self._frames_out - self._mel_start  # later chunks start at the next frame
-        self._mel = self._mel[:, :, keep:]
-        self._mel_start += keep
+        keep_from = self._frames_out - self._cond_start  # the next chunk starts at the next frame
+        self._cond = self._cond[:, keep_from:]
+        self._cond_start += keep_from
         self._ready.append(self._decode(samples))
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
