@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{args.name}.safetensors"
-    meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity")}
-    save_checkpoint(target, model, checkpoint.step, **meta)
+    meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity", "init_from")}
+    # A run started with trainer.init_from continues another's training: count the steps of both.
+    before = int((checkpoint.meta.get("init_from") or {}).get("step", 0))
+    steps = before + checkpoint.step
+    save_checkpoint(target, model, steps, **meta)
     target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)
     if target.stat().st_size > MAX_BYTES:
         target.unlink()
@@ -56,14 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((args.report / "report.json").read_text(encoding="utf-8"))
     parameters = sum(p.numel() for p in model.parameters())
     card = [
-        f"# {args.name}: {model.name}, step {checkpoint.step}",
+        f"# {args.name}: {model.name}, step {steps}",
         "",
         f'Load it with `vocoders.load("{args.name}")` or `vocoders-synthesize {args.name} mels/ -o out/`.',
         "",
         f"- model: `{model.name}` {json.dumps(model.kwargs)}, {parameters:,} parameters",
         f"- mel contract: {json.dumps(model.mel_config.to_dict())}",
         f"- data: {str(checkpoint.meta.get('data', 'unknown')).removeprefix('data: ')}",
-        f"- training: {checkpoint.step} steps, {args.cpu_hours:.2f} CPU hours (wall time x cores), weights are the EMA",
+        f"- training: {steps} steps"
+        + (
+            f" ({before} before this run, which started from them with trainer.init_from, and {checkpoint.step} in it)"
+            if before
+            else ""
+        )
+        + f", {args.cpu_hours:.2f} CPU hours (wall time x cores), weights are the EMA",
         f"- command: `{args.command}`",
         f"- licence: {LICENCE}",
         "",
