@@ -133,7 +133,9 @@ def test_engines_that_cannot_stream_say_so(tmp_path):
 
     torch.manual_seed(0)
     subscale = SubscaleWaveRNN(subscale=4, horizon=2, hidden_size=16, cond_channels=8, cond_blocks=1).eval()
-    assert subscale.lookahead_frames == subscale.mel_context + 1  # horizon 2 x 4 sub-tensors = 8 samples < 1 hop
+    assert subscale.lookahead_frames == subscale.mel_context + 1  # stagger 4 x 3 x (2 + 1) = 36 samples < 1 hop
+    paper = SubscaleWaveRNN(subscale=16, horizon=64, hidden_size=16, cond_channels=8, cond_blocks=1)
+    assert paper.lookahead_frames == paper.mel_context + 61  # 16 x 15 x 65 = 15,600 samples, 60.9 hops
     for engine in ("reference",) + (("cpu",) if load_native() is not None else ()):
         with pytest.raises(StreamingError, match="subscale"):
             Vocoder(subscale, engine=engine).stream()

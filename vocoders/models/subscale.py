@@ -125,8 +125,11 @@ class SubscaleWaveRNN(VocoderModel):
 
     @property
     def lookahead_frames(self) -> int:
-        """Mel context plus the future horizon: sub-tensor b waits F steps (F * B samples) for the earlier ones."""
-        return self.mel_context + -(-self.horizon * self.subscale // self.hop_length)
+        """Mel context plus the stagger: sample B p + s is made at step p + s (F + 1), when sub-tensor 0
+        is at position p + s (F + 1) and needs the conditioning of sample B p + s (F + 1) B, so the last
+        sub-tensor's samples wait for B (B - 1) (F + 1) samples of mel beyond them."""
+        B, F = self.subscale, self.horizon
+        return self.mel_context + -(-B * (B - 1) * (F + 1) // self.hop_length)
 
     @property
     def decode_context(self) -> int:
