@@ -105,3 +105,17 @@ def test_stream_refuses_a_wrong_band_count_in_the_header(tmp_path, tiny_wavernn)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert stderr.decode().strip() == f"error: {source}: stream needs shape [frames, n_mels=80], got (4, 64)"
+
+
+def test_raw_frames_on_stdin_and_a_torn_last_frame(tmp_path, tiny_wavernn):
+    from vocoders.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", tiny_wavernn, step=1)
+    out = tmp_path / "out.wav"
+    proc = start(checkpoint, "-", out)
+    proc.stdin.write(good_frames(5).tobytes() + b"\x00\x01\x02")  # no header; 3 bytes of a sixth frame
+    proc.stdin.close()
+    proc.wait(timeout=120)
+    errors = proc.stderr.read().decode().strip().splitlines()
+    assert proc.returncode == 1 and errors == ["error: stdin: 3 trailing bytes do not make a whole frame"]
+    assert sf.info(str(out)).frames == 5 * 256  # the whole frames are all there

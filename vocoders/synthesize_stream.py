@@ -39,6 +39,7 @@ class FrameReader:
         self.header_length = 0
         self.frames_read = 0
         self.finished = False
+        self.trailing = 0  # bytes left over at the end that made no whole frame
 
     def _read_some(self) -> bytes:
         if self.is_file:
@@ -125,6 +126,7 @@ class FrameReader:
                         self._reread_frame_count()
                     time.sleep(0.02)
         if self.buffer:
+            self.trailing = len(self.buffer)
             print(f"error: {self.name}: {len(self.buffer)} trailing bytes do not make a whole frame", file=sys.stderr)
 
 
@@ -171,6 +173,8 @@ def stream_file(vocoder, source: str, output: Path, seed: int, temperature: floa
                     continue
                 emit(stream.pull())
             emit(stream.close())
+            if reader.trailing:
+                status = 1
     finally:
         if handle is not None:
             handle.close()
