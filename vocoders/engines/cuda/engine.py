@@ -137,48 +137,33 @@ class CudaEngine(ChunkSamplerEngine):
     def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
         if self.model.name != "wavernn":
             raise StreamingError(f"engine {self.name!r} streams wavernn only, not {self.model.name}")
-        return SamplerStream(self.sampler(batch, shared=False), temperature)
+        return SamplerStream(self._build_sampler(batch), temperature)  # its own: the stream's state lives in it
 
-    def sampler(self, batch: int, shared: bool = True) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
-        """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers).
-
-        shared=False builds a new one for the caller alone (a stream keeps its state in it).
-        """
-        kernel = self.kernel_for(batch)
-        key = (kernel, batch)
-        if not shared:
-            kept = self._samplers.pop(key, None)
-            try:
-                return self.sampler(batch)
-            finally:
-                self._samplers.pop(key, None)
-                if kept is not None:
-                    self._samplers[key] = kept
+    def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
+        """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
+        key = (self.kernel_for(batch), batch)
         if key not in self._samplers:
-            steps = self.chunk_frames * self.model.hop_length
-            if self.model.name == "wavenet":
-                stepper = WaveNetGraphStepper(self.pack, batch, steps)
-                self._samplers[key] = WaveNetSampler(self.pack, stepper, self.chunk_frames)
-                log.info("cuda engine: wavenet graph step, batch %d, %s weights", batch, self.dtype)
-                return self._samplers[key]
-            if self.model.name == "subscale_wavernn":
-                stepper = SubscaleGraphStepper(self.pack, self.context_weights, batch, steps)
-                self._samplers[key] = SubscaleSampler(self.model, self.pack, stepper)
-                log.info(
-                    "cuda engine: subscale graph step, batch %d x %d streams, %s weights",
-                    batch,
-                    self.model.subscale,
-                    self.dtype,
-                )
-                return self._samplers[key]
-            if kernel == "graph":
-                stepper = GraphStepper(self.pack, batch, steps)
-            else:
-                from .triton_wavernn import TritonWaveRNN
-
-                stepper = TritonWaveRNN(self.pack, batch, mode=kernel, num_warps=self.num_warps)
-                if kernel == "phased" and steps % 2 == 0:  # 7 launches per step: replay them from a graph
-                    stepper = CapturedStepper(stepper, self.pack, batch, steps)
-            self._samplers[key] = WaveRNNSampler(self.pack, stepper, self.chunk_frames)
-            log.info("cuda engine: %s kernel, batch %d, %s weights", kernel, batch, self.dtype)
+            self._samplers[key] = self._build_sampler(batch)
         return self._samplers[key]
+
+    def _build_sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:
+        kernel = self.kernel_for(batch)
+        steps = self.chunk_frames * self.model.hop_length
+        if self.model.name == "wavenet":
+            log.info("cuda engine: wavenet graph step, batch %d, %s weights", batch, self.dtype)
+            return WaveNetSampler(self.pack, WaveNetGraphStepper(self.pack, batch, steps), self.chunk_frames)
+        if self.model.name == "subscale_wavernn":
+            stepper = SubscaleGraphStepper(self.pack, self.context_weights, batch, steps)
+            subscale = self.model.subscale
+            log.info("cuda engine: subscale graph step, batch %d x %d streams, %s weights", batch, subscale, self.dtype)
+            return SubscaleSampler(self.model, self.pack, stepper)
+        if kernel == "graph":
+            stepper = GraphStepper(self.pack, batch, steps)
+        else:
+            from .triton_wavernn import TritonWaveRNN
+
+            stepper = TritonWaveRNN(self.pack, batch, mode=kernel, num_warps=self.num_warps)
+            if kernel == "phased" and steps % 2 == 0:  # 7 launches per step: replay them from a graph
+                stepper = CapturedStepper(stepper, self.pack, batch, steps)
+        log.info("cuda engine: %s kernel, batch %d, %s weights", kernel, batch, self.dtype)
+        return WaveRNNSampler(self.pack, stepper, self.chunk_frames)

@@ -163,16 +163,16 @@ class SparseCudaEngine(ChunkSamplerEngine):
     def sampler(self, batch: int) -> WaveRNNSampler:
         """The chunk driver for `batch` streams, built on first use and kept (graphs, buffers)."""
         if batch not in self._samplers:
-            self._samplers[batch] = self._new_sampler(batch)
+            self._samplers[batch] = self._build_sampler(batch)
         return self._samplers[batch]
 
-    def _new_sampler(self, batch: int) -> WaveRNNSampler:
+    def _build_sampler(self, batch: int) -> WaveRNNSampler:
         steps = self.chunk_frames * self.model.hop_length
         stepper = SparseGraphStepper(self.pack, self.ell, batch, steps, groups_per_program=self.groups_per_program)
         return WaveRNNSampler(self.pack, stepper, self.chunk_frames)
 
     def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
-        return SamplerStream(self._new_sampler(batch), temperature)  # its own stepper: the stream's state
+        return SamplerStream(self._build_sampler(batch), temperature)  # its own stepper: the stream's state
 
     def step_cost(self) -> StepCost:
         """The model's step cost counting what the ELL kernel reads for each sparse matrix: every stored
