@@ -16,15 +16,11 @@ chunking, so the concatenated audio equals `voc(mel, seed=...)` sample for sampl
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from .engines.base import EngineStream
 from .errors import MelError
 from .sampling import NoiseSource
-
-log = logging.getLogger(__name__)
 
 
 class Stream:
