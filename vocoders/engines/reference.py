@@ -19,16 +19,11 @@ class ReferenceEngine(Engine):
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         model = self.model
         steps = self.check_inputs(model, cond, noise)
+        if model.samples_per_step == 1:  # one chunk of a stream: the plain loop
+            return ReferenceStream(self, cond.shape[0], temperature).run(cond, noise)
         per_sample = model.upsample(cond.to(self.device))  # [B, T, D]
-        noise = noise.to(self.device)
         out = torch.empty(cond.shape[0], steps, dtype=torch.long, device=self.device)
-        if model.samples_per_step > 1:
-            return self._generate_slots(per_sample, noise, temperature, out)
-        state = model.initial_state(cond.shape[0], self.device)
-        for t in range(steps):
-            state, sample, _ = model.step(state, per_sample[:, t], noise[:, t], temperature)
-            out[:, t] = sample
-        return out
+        return self._generate_slots(per_sample, noise.to(self.device), temperature, out)
 
     def _generate_slots(self, per_sample, noise, temperature, out):
         """Several samples per step: gather each step's positions, scatter its samples back."""

@@ -150,13 +150,11 @@ class CpuEngine(Engine):
 
     @torch.inference_mode()
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        steps = self.check_inputs(self.model, cond, noise)
+        if self.subscale is None:  # one chunk of a stream, from the loop's initial state
+            return CpuStream(self, cond.shape[0], temperature).run(cond, noise)
+        self.check_inputs(self.model, cond, noise)
         noise = noise.detach().to("cpu", torch.float32).contiguous()
-        if self.subscale is not None:
-            return self.subscale.run(cond.detach().to("cpu"), noise, None, temperature, workers=self._workers())[0]
-        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
-        self._run(self._project(cond), noise, None, samples, None, temperature)
-        return samples
+        return self.subscale.run(cond.detach().to("cpu"), noise, None, temperature, workers=self._workers())[0]
 
     @torch.inference_mode()
     def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
