@@ -37,14 +37,9 @@ def draw_noise(batch: int, steps: int, per_step: int, seed: int | None = None, s
     The values of a step depend on (seed, batch, per_step, its position), not on `steps` or `start`,
     so consecutive calls give the slices of one long draw.
     """
-    if seed is None:
-        seed = torch.seed()
-    out = torch.empty(batch, steps, per_step)
-    for block in range(start // NOISE_BLOCK, (start + steps + NOISE_BLOCK - 1) // NOISE_BLOCK):
-        values = _noise_block(batch, per_step, seed, block)
-        first, last = max(start, block * NOISE_BLOCK), min(start + steps, (block + 1) * NOISE_BLOCK)
-        out[:, first - start : last - start] = values[:, first - block * NOISE_BLOCK : last - block * NOISE_BLOCK]
-    return out
+    source = NoiseSource(batch, per_step, seed)
+    source.position = start
+    return source.take(steps)
 
 
 def _noise_block(batch: int, per_step: int, seed: int, block: int) -> torch.Tensor:

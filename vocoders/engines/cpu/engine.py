@@ -220,6 +220,7 @@ class CpuEngine(Engine):
         stop = threading.Event()
 
         def share(first: int, last: int) -> None:
+            rows = [row_address(t, first) for t in (hidden, previous, projected, noise, forced, samples, logits)]
             for start in range(0, steps, CHUNK_STEPS):
                 if stop.is_set():
                     return
@@ -230,13 +231,7 @@ class CpuEngine(Engine):
                     min(start + CHUNK_STEPS, steps),
                     frames,
                     width,
-                    row_address(hidden, first),
-                    row_address(previous, first),
-                    row_address(projected, first),
-                    row_address(noise, first),
-                    row_address(forced, first),
-                    row_address(samples, first),
-                    row_address(logits, first),
+                    *rows,
                     float(temperature),
                 )
                 self.native.wavernn_run(weights, job, self.isa)

@@ -141,20 +141,8 @@ class SparseCpuEngine(CpuEngine):
         lock = threading.Lock()
 
         def share(first: int, last: int) -> None:
-            job = (
-                last - first,
-                steps,
-                frames,
-                width,
-                row_address(hidden, first),
-                row_address(previous, first),
-                row_address(projected, first),
-                row_address(noise, first),
-                row_address(forced, first),
-                row_address(samples, first),
-                row_address(logits, first),
-                float(temperature),
-            )
+            rows = [row_address(t, first) for t in (hidden, previous, projected, noise, forced, samples, logits)]
+            job = (last - first, steps, frames, width, *rows, float(temperature))
             o2, o4 = self.native.sparse_wavernn_run(weights, job, self.isa)
             with lock:
                 self._inputs_read[0] += o2
