@@ -64,7 +64,17 @@ def tiny_wavenet(mel_config):
     ).eval()  # fmt: skip
 
 
-@pytest.fixture(params=["wavernn", "wavenet"])
+@pytest.fixture
+def tiny_lpcnet(mel_config):
+    from vocoders.models import LPCNet
+
+    torch.manual_seed(0)
+    return LPCNet(
+        mel=mel_config.to_dict(), hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16
+    ).eval()
+
+
+@pytest.fixture(params=["wavernn", "wavenet", "lpcnet"])
 def tiny_model(request):
     """Each model family in a tiny size, for the tests every model must pass."""
     return request.getfixturevalue(f"tiny_{request.param}")

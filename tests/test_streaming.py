@@ -8,7 +8,7 @@ import torch
 from vocoders.engines import StreamingError
 from vocoders.errors import MelError
 from vocoders.inference import Vocoder
-from vocoders.models import WaveNet, WaveRNN
+from vocoders.models import LPCNet, WaveNet, WaveRNN
 from vocoders.native import load_native
 from vocoders.sampling import NOISE_BLOCK, NoiseSource, draw_noise
 
@@ -30,6 +30,11 @@ def wavenet():
     ).eval()  # fmt: skip
 
 
+def lpcnet():
+    torch.manual_seed(0)
+    return LPCNet(hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16).eval()
+
+
 CASES = {
     "wavernn-reference": (lambda: wavernn(), "reference"),
     "wavernn-cpu": (lambda: wavernn(), "cpu"),
@@ -37,6 +42,7 @@ CASES = {
     "sparse-wavernn-sparse-cpu": (lambda: sparse_model(hidden=64, out_hidden=48, sparsity=0.9), "sparse-cpu"),
     "wavenet-reference": (wavenet, "reference"),
     "wavenet-cpu": (wavenet, "cpu"),
+    "lpcnet-reference": (lpcnet, "reference"),
 }
 
 

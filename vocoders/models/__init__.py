@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import VocoderModel
+from .lpcnet import LPCNet
 from .subscale import SubscaleWaveRNN
 from .wavenet import WaveNet
 from .wavernn import WaveRNN
 
-MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveNet, WaveRNN, SubscaleWaveRNN)}
+MODELS: dict[str, type[VocoderModel]] = {cls.name: cls for cls in (WaveNet, WaveRNN, SubscaleWaveRNN, LPCNet)}
 
 
 def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -> VocoderModel:
@@ -19,4 +20,4 @@ def build_model(name: str, mel: dict[str, Any] | None, kwargs: dict[str, Any]) -
     return MODELS[name](mel=mel, **kwargs)
 
 
-__all__ = ["MODELS", "SubscaleWaveRNN", "VocoderModel", "WaveNet", "WaveRNN", "build_model"]
+__all__ = ["LPCNet", "MODELS", "SubscaleWaveRNN", "VocoderModel", "WaveNet", "WaveRNN", "build_model"]

@@ -1,0 +1,100 @@
+"""The LPCNet-style model: its sample representation, excitation targets, step, refusals, learning."""
+
+import math
+
+import pytest
+import torch
+
+from vocoders.audio import mulaw_decode, mulaw_encode, preemphasize
+from vocoders.engines import make_engine
+from vocoders.lpc import predict
+from vocoders.models import LPCNet
+from vocoders.models.lpcnet import pcm_classes, pcm_values
+from vocoders.sampling import draw_noise
+
+from .conftest import tone
+
+
+def small(**kwargs):
+    torch.manual_seed(0)
+    return LPCNet(hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16, **kwargs)
+
+
+def test_samples_are_the_pre_emphasised_signal_and_decode_back():
+    model = small()
+    audio = torch.from_numpy(tone(0.1)).unsqueeze(0)
+    samples = model.encode(audio)
+    assert samples.dtype == torch.long and samples.min() >= 0 and samples.max() < 65536
+    assert torch.allclose(pcm_values(samples), preemphasize(audio, 0.85), atol=1.0 / 32768)
+    assert (model.decode(samples) - audio).abs().max() < 1e-3  # 16-bit steps, summed by the de-emphasis
+    assert torch.equal(pcm_classes(pcm_values(samples)), samples)
+
+
+def test_the_network_is_trained_on_the_excitation_of_the_mel_derived_filter():
+    model = small()
+    audio = torch.from_numpy(tone(6 * 256 / 22050)).unsqueeze(0)[:, : 6 * 256]
+    mel = model.pad_mel(torch.randn(1, 80, 6) - 4)
+    cond = model.upsample(model.conditioning(mel))
+    assert cond.shape == (1, 6 * 256, 8 + 16)
+    lpc = cond[0, :, 8:]
+    assert torch.equal(lpc[:256], lpc[:1].expand(256, 16))  # one filter per frame, repeated
+    assert not torch.equal(lpc[255], lpc[256])
+    targets = model.encode(audio)
+    _, excitation = model._inputs(cond, targets)
+    signal = pcm_values(targets)
+    assert torch.equal(excitation, mulaw_encode(signal - predict(signal, cond[..., 8:]), 256))
+
+
+def test_a_generated_sample_is_the_prediction_plus_the_sampled_excitation():
+    model = small().eval()
+    mel = model.pad_mel(torch.randn(1, 80, 3) - 4)
+    cond = model.upsample(model.conditioning(mel))
+    state = model.initial_state(1, "cpu")
+    noise = draw_noise(1, 40, 1, seed=3)
+    with torch.no_grad():
+        for t in range(40):
+            history = state[1]
+            prediction = sum(cond[:, t, 8 + k] * history[:, k] for k in range(16))
+            state, sample, logits = model.step(state, cond[:, t], noise[:, t], 1.0)
+            assert logits.shape == (1, 256)
+            expected = pcm_classes(prediction + mulaw_decode(state[2], 256))
+            assert torch.equal(sample, expected)
+            assert state[1][0, 0] == pcm_values(sample)[0]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="lpc_order"):
+        small(lpc_order=0)
+    with pytest.raises(ValueError, match="preemphasis"):
+        small(preemphasis=1.0)
+    with pytest.raises(ValueError, match="hidden_size"):
+        LPCNet(hidden_size=0)
+
+
+def test_the_reference_engine_runs_it_and_temperature_zero_is_deterministic():
+    model = small().eval()
+    engine = make_engine("reference", model)
+    cond = model.conditioning(model.pad_mel(torch.randn(2, 80, 2) - 4))
+    noise = draw_noise(2, 512, 1, seed=0)
+    first = engine.generate(cond, noise, 0.0)
+    assert first.shape == (2, 512)
+    assert torch.equal(first, engine.generate(cond, draw_noise(2, 512, 1, seed=1), 0.0))
+    assert not torch.equal(engine.generate(cond, noise, 1.0), engine.generate(cond, draw_noise(2, 512, 1, seed=1), 1.0))
+
+
+def test_a_few_steps_of_training_lower_the_excitation_loss():
+    model = small()
+    audio = torch.from_numpy(tone(4 * 256 / 22050, freq=140.0)).unsqueeze(0)[:, : 4 * 256]
+    from vocoders.features import MelSpectrogram
+
+    mel = model.pad_mel(MelSpectrogram(model.mel_config)(audio))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(25):
+        loss, parts = model.loss(mel, audio)
+        first = float(loss.detach()) if first is None else first
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert first == pytest.approx(math.log(256), abs=0.3)
+    assert float(loss.detach()) < first - 0.5
