@@ -98,3 +98,24 @@ def test_a_few_steps_of_training_lower_the_excitation_loss():
         optimiser.step()
     assert first == pytest.approx(math.log(256), abs=0.3)
     assert float(loss.detach()) < first - 0.5
+
+
+def test_noise_injection_resynthesises_the_inputs_and_keeps_the_clean_targets():
+    model = small(injected_noise=2.0)
+    audio = torch.from_numpy(tone(4 * 256 / 22050)).unsqueeze(0)[:, : 4 * 256].repeat(3, 1)
+    mel = model.pad_mel(torch.randn(3, 80, 4) - 4)
+    cond = model.upsample(model.conditioning(mel))
+    targets = model.encode(audio)
+    signal_in, prediction, excitation_in, excitation = model._noisy_history(cond, targets)
+    clean = pcm_values(targets)
+    lpc = cond[..., 8:]
+    for t in (0, 1, 100, 1023):  # each input is what the noisy synthesis before it gave
+        history = torch.stack([signal_in[:, t - k] if t - k >= 0 else torch.zeros(3) for k in range(16)], dim=1)
+        assert torch.equal(prediction[:, t], sum(lpc[:, t, k] * history[:, k] for k in range(16)))
+        assert torch.equal(excitation[:, t], mulaw_encode(clean[:, t] - prediction[:, t], 256))
+    assert not torch.equal(excitation_in[:, 1:], excitation[:, :-1])  # noise was added to what is fed
+    assert (signal_in[:, 1:] - clean[:, :-1]).abs().max() < 0.2  # and the synthesis stays near the clean signal
+    model.train()
+    loss, _ = model.loss(mel, audio)
+    loss.backward()
+    assert model.embed_excitation.weight.grad.abs().sum() > 0

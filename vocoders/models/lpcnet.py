@@ -64,6 +64,9 @@ class LPCNet(VocoderModel):
         lpc_order: predictor order (16 at 16-24 kHz).
         preemphasis: alpha of the pre-emphasis (LPCNet: 0.85).
         lag_window_hz: Gaussian lag window of the autocorrelation (see `vocoders.lpc.lpc_from_mel`).
+        injected_noise: LPCNet's noise injection in training, the largest standard deviation (in mu-law
+            classes) of the noise added to the excitation that re-synthesises the network's inputs;
+            each training sequence draws its own level in [0, injected_noise]. 0 = off.
     """
 
     name = "lpcnet"
@@ -82,6 +85,7 @@ class LPCNet(VocoderModel):
         lpc_order: int = 16,
         preemphasis: float = 0.85,
         lag_window_hz: float = 50.0,
+        injected_noise: float = 0.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -100,6 +104,9 @@ class LPCNet(VocoderModel):
         self.lpc_order = lpc_order
         self.preemphasis = float(preemphasis)
         self.lag_window_hz = float(lag_window_hz)
+        if injected_noise < 0:
+            raise ValueError(f"injected_noise must be >= 0, got {injected_noise}")
+        self.injected_noise = float(injected_noise)
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
@@ -128,6 +135,7 @@ class LPCNet(VocoderModel):
             "lpc_order": self.lpc_order,
             "preemphasis": self.preemphasis,
             "lag_window_hz": self.lag_window_hz,
+            "injected_noise": self.injected_noise,
         }
 
     @property
@@ -185,24 +193,66 @@ class LPCNet(VocoderModel):
         excitation = mulaw_encode(signal - prediction, EXCITATION_CLASSES)  # the class the net must predict
         previous_signal = F.pad(signal[:, :-1], (1, 0))
         previous_excitation = F.pad(excitation[:, :-1], (1, 0), value=EXCITATION_CLASSES // 2)
-        x = torch.cat(
+        return self._embed(previous_signal, prediction, previous_excitation, cond[..., :D]), excitation
+
+    @torch.no_grad()
+    def _noisy_history(self, cond: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """LPCNet's noise injection: the network's inputs re-synthesised with noise, and its targets.
+
+        Returns (s_{t-1}, p_t, e_{t-1} as fed, target e_t), each [B, T].
+
+        Step by step, p_t is predicted from the noisy past, the clean excitation class mu(x_t - p_t) is
+        the target, and the signal continues with that class plus noise, so training shows the network
+        the kind of drift its own sampling causes at generation and teaches it to steer back.
+        """
+        D, order = self.cond_channels, self.lpc_order
+        clean = pcm_values(targets)
+        lpc = cond[..., D:].float()
+        batch, steps = clean.shape
+        level = torch.rand(batch, device=clean.device) * self.injected_noise
+        offsets = torch.round(torch.randn(batch, steps, device=clean.device) * level.unsqueeze(1)).long()
+        history = clean.new_zeros(batch, order)
+        previous_excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=clean.device)
+        signal_in = clean.new_empty(batch, steps)
+        prediction = clean.new_empty(batch, steps)
+        excitation_in = targets.new_empty(batch, steps)
+        excitation = targets.new_empty(batch, steps)
+        for t in range(steps):
+            p = predict_step(history, lpc[:, t])
+            target = mulaw_encode(clean[:, t] - p, EXCITATION_CLASSES)
+            signal_in[:, t], prediction[:, t], excitation_in[:, t], excitation[:, t] = (
+                history[:, 0], p, previous_excitation, target
+            )
+            previous_excitation = (target + offsets[:, t]).clamp_(0, EXCITATION_CLASSES - 1)
+            noisy = pcm_values(pcm_classes(p + mulaw_decode(previous_excitation, EXCITATION_CLASSES)))
+            history = torch.cat([noisy.unsqueeze(1), history[:, :-1]], dim=1)
+        return signal_in, prediction, excitation_in, excitation
+
+    def _embed(self, signal_in, prediction, excitation_in, features) -> torch.Tensor:
+        """GRU input [.., 3E + D] from s_{t-1}, p_t (floats), e_{t-1} (classes) and the features."""
+        return torch.cat(
             [
-                self.embed_signal(mulaw_encode(previous_signal, EXCITATION_CLASSES)),
+                self.embed_signal(mulaw_encode(signal_in, EXCITATION_CLASSES)),
                 self.embed_prediction(mulaw_encode(prediction, EXCITATION_CLASSES)),
-                self.embed_excitation(previous_excitation),
-                cond[..., :D],
+                self.embed_excitation(excitation_in),
+                features,
             ],
             dim=-1,
         )
-        return x, excitation
 
-    def _teacher_forced(self, mel: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _teacher_forced(
+        self, mel: torch.Tensor, targets: torch.Tensor, noisy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cond = self.upsample(self.conditioning(mel))
         if cond.shape[1] != targets.shape[1]:
             raise ValueError(
                 f"mel gives {cond.shape[1]} samples of conditioning but the targets have {targets.shape[1]}"
             )
-        x, excitation = self._inputs(cond, targets)
+        if noisy:
+            signal_in, prediction, excitation_in, excitation = self._noisy_history(cond, targets)
+            x = self._embed(signal_in, prediction, excitation_in, cond[..., : self.cond_channels])
+        else:
+            x, excitation = self._inputs(cond, targets)
         h0 = x.new_zeros(1, x.shape[0], self.hidden_size, dtype=torch.float32)
         weights = [self.gru_weight_ih, self.gru_weight_hh, self.gru_bias_ih, self.gru_bias_hh]
         with torch.autocast(x.device.type, enabled=False):  # the recurrence in float32 (see WaveRNN)
@@ -214,7 +264,8 @@ class LPCNet(VocoderModel):
         return self._teacher_forced(mel, targets)[0]
 
     def loss(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, excitation = self._teacher_forced(mel, self.encode(audio))
+        noisy = self.training and self.injected_noise > 0
+        logits, excitation = self._teacher_forced(mel, self.encode(audio), noisy=noisy)
         loss = F.cross_entropy(logits.float().flatten(0, 1), excitation.flatten())
         return loss, {}
 
