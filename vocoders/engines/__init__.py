@@ -16,6 +16,7 @@ import torch
 from ..models.base import VocoderModel
 from .base import Engine, EngineStream, StreamingError
 from .cpu import CpuEngine, SparseCpuEngine
+from .cpu.engine import family_engine
 from .cuda import CudaEngine, SparseCudaEngine
 from .fold import FoldConfig, FoldEngine
 from .reference import ReferenceEngine
@@ -48,7 +49,8 @@ def make_engine(
         for candidate in PREFERENCE:
             engine = ENGINES[candidate]
             reason = engine.available_to_auto(model, device)
-            if reason is None and dtype not in engine.dtypes:
+            offered = (family_engine(model) or engine).dtypes if candidate == "cpu" else engine.dtypes
+            if reason is None and dtype not in offered:
                 reason = f"no {dtype} weights"
             if reason is None:
                 log.debug("engine auto -> %s", candidate)

@@ -245,6 +245,10 @@ def family_engine(model: VocoderModel) -> type[Engine] | None:
         from .wavenet import WaveNetCPUEngine
 
         return WaveNetCPUEngine
+    if model.name == "lpcnet":
+        from .lpcnet import LPCNetCPUEngine
+
+        return LPCNetCPUEngine
     return None
 
 

@@ -1,0 +1,404 @@
+"""The 'cpu' engine for LPCNet: the whole autoregressive loop in numba, no Python per sample.
+
+Before the loop, PyTorch folds every embedding into the GRU's input matrix (three tables
+[256, 3H]: the rows W_ih[:, block] @ E^T, one per mu-law class) and projects the frame-rate
+features with W_ih's conditioning columns (frames x 3H, `linear_rows`, so a frame's projection
+does not depend on how many frames are projected together and streams get the same numbers);
+the loop interpolates that projection per sample with the upsampler's kernel, which is exact
+in real arithmetic because the upsampler is linear and shared across channels. Per sample and
+stream the loop then does what `LPCNet.step` does:
+
+    p = sum_k c_k s_{t-1-k}                 float32, k in increasing order from 0.0 (`lpc.predict_step`)
+    gi = b_ih + T_s[mu(s_{t-1})] + T_p[mu(p)] + T_e[e_{t-1}] + sum_j up[phase, j] proj[frame + j]
+    GRU (r, z, n as PyTorch), logits = O2 relu(O1 h)
+    e_t = inverse-CDF draw (float64, `sampling.sample_categorical`), or from the forced sample
+    s_t = pcm(p + mu^-1(e_t))
+
+The prediction, the mu-law classes, the PCM rounding and the draw reproduce the reference's
+arithmetic exactly; the matrix products and the gate functions sum and round in their own order
+(within about 1e-6 of the logits), as in the other compiled engines. mu-law encoding is a search
+over the float32 class thresholds of `vocoders.audio.mulaw_encode` itself, found once per
+process by bisection over float32 values (torch's float32 log1p is not the C library's, so
+recomputing the formula here would disagree next to some boundaries).
+
+All streams of a batch step together on one thread, sharing each read of the weights. No
+fastmath: the float32 sums that must match the reference keep their order and rounding.
+Weights are packed at construction (the engine sees the weights the model had then).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from numba import njit
+
+from ...audio import mulaw_decode, mulaw_encode
+from ...models.base import VocoderModel
+from ...models.layers import FrameUpsampler, linear_rows
+from ...models.lpcnet import EXCITATION_CLASSES, PCM_BITS, LPCNet
+from ..base import Engine, EngineStream
+from .numba_ops import sample_inverse_cdf
+
+# Samples per call into the loop; the state carries over, and Ctrl-C is honoured between calls.
+CHUNK_STEPS = 8192
+
+_PCM_HALF = 1 << (PCM_BITS - 1)  # 32768: the class of 0.0, and the scale of one unit
+_PCM_MAX = (1 << PCM_BITS) - 1
+
+
+# ---- mu-law thresholds ---------------------------------------------------------------------------
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 -> int64 keys that sort as the values do (-0.0 and 0.0 share key 0)."""
+    bits = np.asarray(x, np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def _unordered(keys: np.ndarray) -> np.ndarray:
+    keys = np.asarray(keys, np.int64)
+    bits = np.where(keys < 0, (-keys) | 0x80000000, keys).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def mulaw_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds [255] float32, decoded [256] float32) of the 256-class mu-law of `vocoders.audio`.
+
+    thresholds[k - 1] is the smallest float32 x with mulaw_encode(x) >= k, so the class of x is
+    the number of thresholds <= x (NaN: none, class 0, as torch gives). Found by bisection over
+    the ordered float32 values in [-1, 1] (mulaw_encode is non-decreasing; the tests check the
+    classes next to every threshold and on a dense grid).
+    """
+    classes = np.arange(1, EXCITATION_CLASSES, dtype=np.int64)
+    low = np.full(classes.shape, _ordered(np.float32(-1.0)), np.int64)  # class 0 here
+    high = np.full(classes.shape, _ordered(np.float32(1.0)), np.int64)  # class 255 here
+    with torch.no_grad():
+        while np.any(high - low > 1):
+            middle = (low + high) // 2
+            reached = mulaw_encode(torch.from_numpy(_unordered(middle)), EXCITATION_CLASSES).numpy() >= classes
+            high = np.where(reached, middle, high)
+            low = np.where(reached, low, middle)
+        decoded = mulaw_decode(torch.arange(EXCITATION_CLASSES), EXCITATION_CLASSES).float().numpy()
+    return np.ascontiguousarray(_unordered(high)), np.ascontiguousarray(decoded)
+
+
+@njit(cache=True, nogil=True)
+def mulaw_class(x, thresholds):
+    """The mu-law class of float32 x: the number of thresholds <= x (a NaN compares false: 0)."""
+    low = 0
+    high = thresholds.shape[0]
+    while low < high:
+        middle = (low + high) >> 1
+        if thresholds[middle] <= x:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+@njit(cache=True, nogil=True)
+def pcm_class(x):
+    """`models.lpcnet.pcm_classes` of one float32: round(x * 32768) in float64 (half to even) + 32768, clipped."""
+    value = np.float64(x)
+    if value != value:  # NaN: torch's long() of it is INT64_MIN, clipped to 0
+        return 0
+    value = min(max(value, -1.0), 1.0)
+    u = np.int64(np.rint(value * 32768.0)) + _PCM_HALF
+    return min(max(u, 0), _PCM_MAX)
+
+
+@njit(cache=True, nogil=True)
+def pcm_value(u):
+    """`models.lpcnet.pcm_values` of one class: (u - 32768) / 32768 in float64, as float32."""
+    return np.float32(np.float64(u - _PCM_HALF) / 32768.0)
+
+
+@njit(cache=True, nogil=True)
+def mulaw_classes(values, thresholds):
+    """mu-law classes of a float32 array (for tests and tools)."""
+    out = np.empty(values.shape[0], np.int64)
+    for i in range(values.shape[0]):
+        out[i] = mulaw_class(values[i], thresholds)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def pcm_class_array(values):
+    """PCM classes of a float32 array (for tests and tools)."""
+    out = np.empty(values.shape[0], np.int64)
+    for i in range(values.shape[0]):
+        out[i] = pcm_class(values[i])
+    return out
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+@njit(inline="always")
+def _accumulate(acc, weights, x, n_in, n_out, batch):
+    """acc[b, :n_out] += weights[:n_in, :n_out].T @ x[b, :n_in] for every stream b (weights input-major).
+
+    Eight inputs per pass (then four, then one), every stream in turn: the weight rows of a pass are
+    read from memory once and from the cache for the other streams, and each accumulator is loaded
+    and stored once per eight products. (These sums need not match the reference's bit for bit.)
+    """
+    i = 0
+    while i + 8 <= n_in:
+        for b in range(batch):
+            x0, x1, x2, x3 = x[b, i], x[b, i + 1], x[b, i + 2], x[b, i + 3]
+            x4, x5, x6, x7 = x[b, i + 4], x[b, i + 5], x[b, i + 6], x[b, i + 7]
+            for o in range(n_out):
+                low = weights[i, o] * x0 + weights[i + 1, o] * x1 + weights[i + 2, o] * x2 + weights[i + 3, o] * x3
+                high = weights[i + 4, o] * x4 + weights[i + 5, o] * x5 + weights[i + 6, o] * x6 + weights[i + 7, o] * x7
+                acc[b, o] += low + high
+        i += 8
+    while i + 4 <= n_in:
+        for b in range(batch):
+            x0, x1, x2, x3 = x[b, i], x[b, i + 1], x[b, i + 2], x[b, i + 3]
+            for o in range(n_out):
+                acc[b, o] += (
+                    weights[i, o] * x0 + weights[i + 1, o] * x1 + weights[i + 2, o] * x2 + weights[i + 3, o] * x3
+                )
+        i += 4
+    while i < n_in:
+        for b in range(batch):
+            xi = x[b, i]
+            for o in range(n_out):
+                acc[b, o] += weights[i, o] * xi
+        i += 1
+
+
+@njit(inline="always")
+def _sigmoid(x):
+    return np.float32(1.0) / (np.float32(1.0) + math.exp(-x))
+
+
+@njit(cache=True, nogil=True)
+def lpcnet_loop(
+    table_s,  # [256, 3H] f32: W_ih[:, signal embedding] @ E_s^T, one row per class
+    table_p,  # [256, 3H] f32: the prediction's
+    table_e,  # [256, 3H] f32: the previous excitation's
+    bias_ih,  # [3H] f32
+    w_hh,  # [H, 3H] f32 input-major
+    bias_hh,  # [3H] f32
+    o1,  # [H, O] f32 input-major
+    o1_bias,  # [O]
+    o2,  # [O, 256] f32 input-major
+    o2_bias,  # [256]
+    thresholds,  # [255] f32 mu-law class thresholds (`mulaw_tables`)
+    decoded,  # [256] f32 mu-law class values
+    upsample,  # [hop, taps] f32 upsampler kernel
+    projected,  # [B, F + 2u, 3H] f32 frame-rate conditioning projection
+    lpc,  # [B, F, order] f32 each frame's predictor
+    noise,  # [B, T] f32 uniform
+    temperature,
+    forced,  # [B, T] int64 PCM classes to feed back, or [B, 0] to sample
+    hidden,  # [B, H] f32 state, updated in place
+    history,  # [B, order] f32 s_{t-1}, s_{t-2}, ..., updated in place
+    excitation,  # [B] int64 previous excitation class, updated in place
+    samples_out,  # [B, T] int64
+    logits_out,  # [B, T, 256] f32 to record logits, or [B, 0, 256]
+    start,  # first step of this call
+    stop,  # one past its last step
+):
+    batch = hidden.shape[0]
+    H = hidden.shape[1]
+    G = 3 * H
+    O = o1.shape[1]
+    C = o2.shape[1]
+    order = history.shape[1]
+    hop = upsample.shape[0]
+    taps = upsample.shape[1]
+    record = logits_out.shape[1] > 0
+    forcing = forced.shape[1] > 0
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+
+    gi = np.empty((batch, G), np.float32)
+    gh = np.empty((batch, G), np.float32)
+    inner = np.empty((batch, O), np.float32)
+    logits = np.empty((batch, C), np.float32)
+    prediction = np.empty(batch, np.float32)
+    cdf = np.empty(C, np.float64)
+
+    for t in range(start, stop):
+        frame = t // hop
+        phase = t - frame * hop
+        for b in range(batch):
+            p = zero
+            for k in range(order):  # the order and rounding of lpc.predict_step
+                p = p + lpc[b, frame, k] * history[b, k]
+            prediction[b] = p
+            cs = mulaw_class(history[b, 0], thresholds)
+            cp = mulaw_class(p, thresholds)
+            ce = excitation[b]
+            for g in range(G):
+                gi[b, g] = bias_ih[g] + table_s[cs, g] + table_p[cp, g] + table_e[ce, g]
+            for j in range(taps):
+                u = upsample[phase, j]
+                for g in range(G):
+                    gi[b, g] += u * projected[b, frame + j, g]
+            for g in range(G):
+                gh[b, g] = bias_hh[g]
+        _accumulate(gh, w_hh, hidden, H, G, batch)
+        for b in range(batch):
+            for j in range(H):
+                r = _sigmoid(gi[b, j] + gh[b, j])
+                z = _sigmoid(gi[b, H + j] + gh[b, H + j])
+                n = math.tanh(gi[b, 2 * H + j] + r * gh[b, 2 * H + j])
+                hidden[b, j] = z * hidden[b, j] + (one - z) * n
+            for o in range(O):
+                inner[b, o] = o1_bias[o]
+        _accumulate(inner, o1, hidden, H, O, batch)
+        for b in range(batch):
+            for o in range(O):
+                inner[b, o] = max(inner[b, o], zero)
+            for c in range(C):
+                logits[b, c] = o2_bias[c]
+        _accumulate(logits, o2, inner, O, C, batch)
+        for b in range(batch):
+            if record:
+                for c in range(C):
+                    logits_out[b, t, c] = logits[b, c]
+            p = prediction[b]
+            if forcing:
+                sample = forced[b, t]
+                signal = pcm_value(sample)
+                e = mulaw_class(signal - p, thresholds)
+            else:
+                e = sample_inverse_cdf(logits[b], noise[b, t], temperature, cdf)
+                sample = pcm_class(p + decoded[e])
+                signal = pcm_value(sample)
+            samples_out[b, t] = sample
+            excitation[b] = e
+            for k in range(order - 1, 0, -1):
+                history[b, k] = history[b, k - 1]
+            history[b, 0] = signal
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 numpy copy."""
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy()).copy()
+
+
+class LPCNetCPUEngine(Engine):
+    """LPCNet on the CPU, one numba loop for all streams of a batch (one thread; `threads` is accepted
+    for the 'cpu' engine's signature and ignored)."""
+
+    name = "cpu"
+    dtypes = ("float32",)
+
+    def __init__(
+        self,
+        model: VocoderModel,
+        device: torch.device | str = "cpu",
+        dtype: str = "float32",
+        threads: int | None = None,
+    ) -> None:
+        reason = self.available(model, device)
+        if reason is not None:
+            raise RuntimeError(f"engine {self.name!r} cannot run {model.name} on {device}: {reason}")
+        super().__init__(model, device, dtype)
+        E = model.embedding
+        with torch.no_grad():
+            w_ih = model.gru_weight_ih.detach().float().cpu()
+            self.table_s = _numpy(linear_rows(model.embed_signal.weight.float().cpu(), w_ih[:, :E]))
+            self.table_p = _numpy(linear_rows(model.embed_prediction.weight.float().cpu(), w_ih[:, E : 2 * E]))
+            self.table_e = _numpy(linear_rows(model.embed_excitation.weight.float().cpu(), w_ih[:, 2 * E : 3 * E]))
+            self.w_cond = w_ih[:, 3 * E :].contiguous().clone()  # [3H, D], applied at frame rate
+            self.bias_ih = _numpy(model.gru_bias_ih)
+            self.w_hh = _numpy(model.gru_weight_hh.t())  # [H, 3H]
+            self.bias_hh = _numpy(model.gru_bias_hh)
+            self.o1, self.o1_bias = _numpy(model.O1.weight.t()), _numpy(model.O1.bias)
+            self.o2, self.o2_bias = _numpy(model.O2.weight.t()), _numpy(model.O2.bias)
+            self.upsample = _numpy(model.upsampler.weight)
+        self.thresholds, self.decoded = mulaw_tables()
+
+    @classmethod
+    def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
+        if torch.device(device).type != "cpu":
+            return "it runs on the CPU only"
+        if not isinstance(model, LPCNet):
+            return f"this loop runs lpcnet models, not {model.name}"
+        for method in ("step", "upsample"):
+            if getattr(type(model), method) is not getattr(LPCNet, method):
+                return f"the loop implements LPCNet's own {method}, which {type(model).__name__} overrides"
+        if type(model.upsampler) is not FrameUpsampler:
+            return "the loop needs the linear FrameUpsampler"
+        return None
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights the loop reads per sample (the three table rows, R, O1, O2, biases)."""
+        row = self.table_s.shape[1] * 4
+        arrays = (self.w_hh, self.o1, self.o2, self.bias_ih, self.bias_hh, self.o1_bias, self.o2_bias)
+        return 3 * row + int(sum(a.nbytes for a in arrays))
+
+    def initial_loop_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hidden [B, H] zeros, history [B, order] zeros, previous excitation [B] = 128): `LPCNet.initial_state`."""
+        m = self.model
+        return (
+            np.zeros((batch, m.hidden_size), np.float32),
+            np.zeros((batch, m.lpc_order), np.float32),
+            np.full(batch, EXCITATION_CLASSES // 2, np.int64),
+        )
+
+    @torch.inference_mode()
+    def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return LPCNetCpuStream(self, cond.shape[0], temperature).run(cond, noise)
+
+    @torch.inference_mode()
+    def forced_logits(self, cond: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        batch, steps = cond.shape[0], self.model.num_samples(cond)
+        if tuple(targets.shape) != (batch, steps):
+            expected = (batch, steps)
+            raise ValueError(f"targets must have shape {expected} for this conditioning, got {tuple(targets.shape)}")
+        forced = np.ascontiguousarray(targets.detach().to("cpu", torch.long).numpy())
+        logits = np.empty((batch, steps, EXCITATION_CLASSES), np.float32)
+        samples = np.empty((batch, steps), np.int64)
+        noise = np.zeros((batch, steps), np.float32)
+        self._run(cond, noise, forced, samples, logits, 1.0, self.initial_loop_state(batch))
+        return torch.from_numpy(logits)
+
+    def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
+        return LPCNetCpuStream(self, batch, temperature)
+
+    def _run(self, cond, noise, forced, samples, logits, temperature, state) -> None:
+        """One chunk of conditioning [B, F + 2u, D + order] through the loop, state updated in place."""
+        m = self.model
+        D, u = m.cond_channels, m.upsample_context
+        cond = cond.detach().to("cpu", torch.float32)
+        frames = cond.shape[1] - 2 * u
+        projected = np.ascontiguousarray(linear_rows(cond[..., :D], self.w_cond).numpy())
+        lpc = np.ascontiguousarray(cond[:, u : u + frames, D:].numpy())
+        batch, steps = samples.shape
+        if forced is None:
+            forced = np.empty((batch, 0), np.int64)
+        if logits is None:
+            logits = np.empty((batch, 0, EXCITATION_CLASSES), np.float32)
+        hidden, history, excitation = state
+        for begin in range(0, steps, CHUNK_STEPS):
+            lpcnet_loop(
+                self.table_s, self.table_p, self.table_e, self.bias_ih, self.w_hh, self.bias_hh,
+                self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
+                projected, lpc, noise, float(temperature), forced, hidden, history, excitation,
+                samples, logits, begin, min(begin + CHUNK_STEPS, steps),
+            )  # fmt: skip
+
+
+class LPCNetCpuStream(EngineStream):
+    """The compiled LPCNet loop, its hidden state, signal history and last excitation kept between chunks."""
+
+    def __init__(self, engine: LPCNetCPUEngine, batch: int, temperature: float) -> None:
+        self.engine, self.temperature = engine, temperature
+        self.state = engine.initial_loop_state(batch)
+
+    @torch.inference_mode()
+    def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        engine = self.engine
+        steps = engine.check_inputs(engine.model, cond, noise)
+        if cond.shape[0] != self.state[0].shape[0]:
+            raise ValueError(f"this stream has {self.state[0].shape[0]} streams, the chunk {cond.shape[0]}")
+        samples = np.empty((cond.shape[0], steps), np.int64)
+        uniform = np.ascontiguousarray(noise[..., 0].detach().to("cpu", torch.float32).numpy())
+        engine._run(cond, uniform, None, samples, None, self.temperature, self.state)
+        return torch.from_numpy(samples)
