@@ -119,3 +119,18 @@ def test_noise_injection_resynthesises_the_inputs_and_keeps_the_clean_targets():
     loss, _ = model.loss(mel, audio)
     loss.backward()
     assert model.embed_excitation.weight.grad.abs().sum() > 0
+
+
+def test_the_compiled_re_synthesis_equals_the_pytorch_loop():
+    from vocoders.models.lpcnet import noisy_history_reference
+    from vocoders.models.lpcnet_numba import mulaw_tables, noisy_history
+
+    model = small()
+    audio = torch.from_numpy(tone(3 * 256 / 22050)).unsqueeze(0)[:, : 3 * 256].repeat(2, 1)
+    cond = model.upsample(model.conditioning(model.pad_mel(torch.randn(2, 80, 3) - 4)))
+    clean = pcm_values(model.encode(audio))
+    lpc = cond[..., 8:].detach()
+    offsets = torch.round(torch.randn(2, clean.shape[1]) * 3).long()
+    compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables())
+    for fast, slow in zip(compiled, noisy_history_reference(clean, lpc, offsets), strict=True):
+        assert torch.equal(torch.from_numpy(fast), slow)

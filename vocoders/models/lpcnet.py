@@ -27,8 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import deemphasis_taps, deemphasize, join_coarse_fine, mulaw_decode, mulaw_encode, preemphasize
-from ..audio import split_coarse_fine
+from ..audio import (
+    deemphasis_taps,
+    deemphasize,
+    join_coarse_fine,
+    mulaw_decode,
+    mulaw_encode,
+    preemphasize,
+    split_coarse_fine,
+)
 from ..features import MelConfig
 from ..lpc import lpc_from_mel, predict, predict_step
 from ..sampling import sample_categorical
@@ -199,34 +206,23 @@ class LPCNet(VocoderModel):
     def _noisy_history(self, cond: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """LPCNet's noise injection: the network's inputs re-synthesised with noise, and its targets.
 
-        Returns (s_{t-1}, p_t, e_{t-1} as fed, target e_t), each [B, T].
-
         Step by step, p_t is predicted from the noisy past, the clean excitation class mu(x_t - p_t) is
         the target, and the signal continues with that class plus noise, so training shows the network
-        the kind of drift its own sampling causes at generation and teaches it to steer back.
+        the kind of drift its own sampling causes at generation and teaches it to steer back. Each
+        sequence draws its noise level in [0, injected_noise] classes (standard deviation).
+        Returns (s_{t-1}, p_t, e_{t-1} as fed, target e_t), each [B, T].
         """
-        D, order = self.cond_channels, self.lpc_order
         clean = pcm_values(targets)
-        lpc = cond[..., D:].float()
+        lpc = cond[..., self.cond_channels :].float()
         batch, steps = clean.shape
         level = torch.rand(batch, device=clean.device) * self.injected_noise
         offsets = torch.round(torch.randn(batch, steps, device=clean.device) * level.unsqueeze(1)).long()
-        history = clean.new_zeros(batch, order)
-        previous_excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=clean.device)
-        signal_in = clean.new_empty(batch, steps)
-        prediction = clean.new_empty(batch, steps)
-        excitation_in = targets.new_empty(batch, steps)
-        excitation = targets.new_empty(batch, steps)
-        for t in range(steps):
-            p = predict_step(history, lpc[:, t])
-            target = mulaw_encode(clean[:, t] - p, EXCITATION_CLASSES)
-            signal_in[:, t], prediction[:, t], excitation_in[:, t], excitation[:, t] = (
-                history[:, 0], p, previous_excitation, target
-            )
-            previous_excitation = (target + offsets[:, t]).clamp_(0, EXCITATION_CLASSES - 1)
-            noisy = pcm_values(pcm_classes(p + mulaw_decode(previous_excitation, EXCITATION_CLASSES)))
-            history = torch.cat([noisy.unsqueeze(1), history[:, :-1]], dim=1)
-        return signal_in, prediction, excitation_in, excitation
+        if clean.device.type == "cpu":  # the same arithmetic compiled: a Python step per sample costs ~1 s a batch
+            from .lpcnet_numba import mulaw_tables, noisy_history
+
+            arrays = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables())
+            return tuple(torch.from_numpy(a) for a in arrays)
+        return noisy_history_reference(clean, lpc, offsets)
 
     def _embed(self, signal_in, prediction, excitation_in, features) -> torch.Tensor:
         """GRU input [.., 3E + D] from s_{t-1}, p_t (floats), e_{t-1} (classes) and the features."""
@@ -330,3 +326,28 @@ class LPCNet(VocoderModel):
             signal = pcm_values(sample)
         history = torch.cat([signal.unsqueeze(1), history[:, :-1]], dim=1)
         return (hidden, history, excitation), sample, logits
+
+
+def noisy_history_reference(clean: torch.Tensor, lpc: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The re-synthesis of `LPCNet._noisy_history` in plain PyTorch, one step per sample (any device).
+
+    clean [B, T] (pre-emphasised signal), lpc [B, T, order], offsets [B, T] int64 (mu-law classes).
+    """
+    batch, steps = clean.shape
+    history = clean.new_zeros(batch, lpc.shape[-1])
+    previous_excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=clean.device)
+    signal_in, prediction = clean.new_empty(batch, steps), clean.new_empty(batch, steps)
+    excitation_in, excitation = offsets.new_empty(batch, steps), offsets.new_empty(batch, steps)
+    for t in range(steps):
+        p = predict_step(history, lpc[:, t])
+        target = mulaw_encode(clean[:, t] - p, EXCITATION_CLASSES)
+        signal_in[:, t], prediction[:, t], excitation_in[:, t], excitation[:, t] = (
+            history[:, 0],
+            p,
+            previous_excitation,
+            target,
+        )
+        previous_excitation = (target + offsets[:, t]).clamp_(0, EXCITATION_CLASSES - 1)
+        noisy = pcm_values(pcm_classes(p + mulaw_decode(previous_excitation, EXCITATION_CLASSES)))
+        history = torch.cat([noisy.unsqueeze(1), history[:, :-1]], dim=1)
+    return signal_in, prediction, excitation_in, excitation

@@ -28,110 +28,30 @@ Weights are packed at construction (the engine sees the weights the model had th
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import torch
 from numba import njit
 
-from ...audio import mulaw_decode, mulaw_encode
 from ...models.base import VocoderModel
 from ...models.layers import FrameUpsampler, linear_rows
-from ...models.lpcnet import EXCITATION_CLASSES, PCM_BITS, LPCNet
+from ...models.lpcnet import EXCITATION_CLASSES, LPCNet
+from ...models.lpcnet_numba import (  # noqa: F401  (re-exported for the tests)
+    _PCM_HALF,
+    _PCM_MAX,
+    mulaw_class,
+    mulaw_classes,
+    mulaw_tables,
+    pcm_class,
+    pcm_class_array,
+    pcm_value,
+)
 from ..base import Engine, EngineStream
 from .numba_ops import sample_inverse_cdf
 
 # Samples per call into the loop; the state carries over, and Ctrl-C is honoured between calls.
 CHUNK_STEPS = 8192
-
-_PCM_HALF = 1 << (PCM_BITS - 1)  # 32768: the class of 0.0, and the scale of one unit
-_PCM_MAX = (1 << PCM_BITS) - 1
-
-
-# ---- mu-law thresholds ---------------------------------------------------------------------------
-def _ordered(x: np.ndarray) -> np.ndarray:
-    """float32 -> int64 keys that sort as the values do (-0.0 and 0.0 share key 0)."""
-    bits = np.asarray(x, np.float32).view(np.int32).astype(np.int64)
-    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
-
-
-def _unordered(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys, np.int64)
-    bits = np.where(keys < 0, (-keys) | 0x80000000, keys).astype(np.uint32)
-    return bits.view(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def mulaw_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds [255] float32, decoded [256] float32) of the 256-class mu-law of `vocoders.audio`.
-
-    thresholds[k - 1] is the smallest float32 x with mulaw_encode(x) >= k, so the class of x is
-    the number of thresholds <= x (NaN: none, class 0, as torch gives). Found by bisection over
-    the ordered float32 values in [-1, 1] (mulaw_encode is non-decreasing; the tests check the
-    classes next to every threshold and on a dense grid).
-    """
-    classes = np.arange(1, EXCITATION_CLASSES, dtype=np.int64)
-    low = np.full(classes.shape, _ordered(np.float32(-1.0)), np.int64)  # class 0 here
-    high = np.full(classes.shape, _ordered(np.float32(1.0)), np.int64)  # class 255 here
-    with torch.no_grad():
-        while np.any(high - low > 1):
-            middle = (low + high) // 2
-            reached = mulaw_encode(torch.from_numpy(_unordered(middle)), EXCITATION_CLASSES).numpy() >= classes
-            high = np.where(reached, middle, high)
-            low = np.where(reached, low, middle)
-        decoded = mulaw_decode(torch.arange(EXCITATION_CLASSES), EXCITATION_CLASSES).float().numpy()
-    return np.ascontiguousarray(_unordered(high)), np.ascontiguousarray(decoded)
-
-
-@njit(cache=True, nogil=True)
-def mulaw_class(x, thresholds):
-    """The mu-law class of float32 x: the number of thresholds <= x (a NaN compares false: 0)."""
-    low = 0
-    high = thresholds.shape[0]
-    while low < high:
-        middle = (low + high) >> 1
-        if thresholds[middle] <= x:
-            low = middle + 1
-        else:
-            high = middle
-    return low
-
-
-@njit(cache=True, nogil=True)
-def pcm_class(x):
-    """`models.lpcnet.pcm_classes` of one float32: round(x * 32768) in float64 (half to even) + 32768, clipped."""
-    value = np.float64(x)
-    if value != value:  # NaN: torch's long() of it is INT64_MIN, clipped to 0
-        return 0
-    value = min(max(value, -1.0), 1.0)
-    u = np.int64(np.rint(value * 32768.0)) + _PCM_HALF
-    return min(max(u, 0), _PCM_MAX)
-
-
-@njit(cache=True, nogil=True)
-def pcm_value(u):
-    """`models.lpcnet.pcm_values` of one class: (u - 32768) / 32768 in float64, as float32."""
-    return np.float32(np.float64(u - _PCM_HALF) / 32768.0)
-
-
-@njit(cache=True, nogil=True)
-def mulaw_classes(values, thresholds):
-    """mu-law classes of a float32 array (for tests and tools)."""
-    out = np.empty(values.shape[0], np.int64)
-    for i in range(values.shape[0]):
-        out[i] = mulaw_class(values[i], thresholds)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def pcm_class_array(values):
-    """PCM classes of a float32 array (for tests and tools)."""
-    out = np.empty(values.shape[0], np.int64)
-    for i in range(values.shape[0]):
-        out[i] = pcm_class(values[i])
-    return out
-
 
 # ---- the loop --------------------------------------------------------------------------------------
 @njit(inline="always")
