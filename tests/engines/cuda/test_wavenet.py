@@ -136,3 +136,45 @@ def test_cuda_engine_wavenet_never_synchronises_with_the_host():
         engine.generate(cond, noise)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def streamed(stream, model, cond, noise, sizes):
+    """Feed a stream frame-rate conditioning in chunks of `sizes` frames (with the upsampler's context)."""
+    u, hop = model.upsample_context, model.hop_length
+    pieces, at = [], 0
+    for size in sizes:
+        pieces.append(stream.run(cond[:, at : at + size + 2 * u], noise[:, at * hop : (at + size) * hop]))
+        at += size
+    return torch.cat(pieces, dim=1)
+
+
+@pytest.mark.parametrize("sizes", [[1] * 7, [7], [2, 1, 3, 1]])
+def test_a_stream_continues_the_rings_across_chunks_shorter_than_the_ring(sizes):
+    """Dilations up to 64 with k = 3: a ring of 128 steps over 64-step frames, entered at two phases."""
+    model = make_model(layers=7, cycles=1)
+    cond, noise, reference, _ = case(model, batch=2, frames=7)
+    stream = CudaEngine(model, "cpu").open_stream(2)
+    stepper = stream.sampler.stepper
+    assert stepper.steps == model.hop_length and stepper.period == 128
+    assert torch.equal(streamed(stream, model, cond, noise, sizes), reference)
+    assert stepper.phase == (7 * model.hop_length) % 128
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_wavenet_stream_on_the_device_equals_whole_and_captures_each_phase_once():
+    from vocoders.inference import Vocoder
+
+    model = make_model(layers=7, cycles=1)
+    voc = Vocoder(model, device="cuda", engine="cuda")
+    mel = torch.randn(2, 80, 11) - 5
+    whole = voc(mel, seed=5)
+    stream = voc.stream(batch=2, seed=5)
+    pieces = []
+    for at, size in ((0, 1), (1, 4), (5, 1), (6, 3), (9, 2)):
+        stream.push(mel[:, :, at : at + size])
+        pieces.append(stream.pull())
+    pieces.append(stream.close())
+    assert torch.equal(torch.cat(pieces, dim=1), whole)
+    stepper = stream._engine.sampler.stepper
+    assert len(stepper._graphs) == stepper.period // model.hop_length  # one capture per phase, then replays

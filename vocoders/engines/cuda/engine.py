@@ -135,8 +135,12 @@ class CudaEngine(ChunkSamplerEngine):
         return "graph"
 
     def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
+        if self.model.name == "wavenet":  # one frame per chunk, the ring entered at a moving phase
+            hop = self.model.hop_length
+            stepper = WaveNetGraphStepper(self.pack, batch, hop, phased=True)
+            return SamplerStream(WaveNetSampler(self.pack, stepper, 1), temperature)
         if self.model.name != "wavernn":
-            raise StreamingError(f"engine {self.name!r} streams wavernn only, not {self.model.name}")
+            raise StreamingError(f"engine {self.name!r} streams wavernn and wavenet only, not {self.model.name}")
         return SamplerStream(self._build_sampler(batch), temperature)  # its own: the stream's state lives in it
 
     def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:

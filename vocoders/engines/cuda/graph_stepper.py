@@ -33,8 +33,15 @@ class ChunkGraphStepper:
         for t in range(self.steps):
             self._step(t, temperature, forced)
 
+    def _graph_key(self) -> tuple:
+        """What else a captured chunk depends on (a phase baked into its indices); () by default."""
+        return ()
+
+    def _advance(self, steps: int) -> None:
+        """Called after every chunk of `steps` steps (a stepper that tracks a phase moves it on)."""
+
     def _graph(self, temperature: float, forced: bool) -> torch.cuda.CUDAGraph:
-        key = (temperature, forced)
+        key = (temperature, forced, *self._graph_key())
         if key not in self._graphs:
             state = self._recurrent_state()
             saved = [tensor.clone() for tensor in state]
@@ -75,6 +82,7 @@ class ChunkGraphStepper:
             self._graph(float(temperature), forced).replay()
         else:
             self._chunk(float(temperature), forced)
+        self._advance(self.steps)
         if forced:
             logits.copy_(self.logits[:, :count])
         return self.samples[:, :count].clone()

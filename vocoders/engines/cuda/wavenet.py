@@ -8,8 +8,10 @@ Layout (`WaveNetPack`; L layers, R residual, G gate, S skip channels, k taps):
 
 Ring buffers (`WaveNetGraphStepper`): one tensor [L, P, B, R] holds every layer's past inputs, the
 input of step t at row t mod P. Layer l reads rows (t - (k - 1 - j) d_l) mod P, which is right as long
-as P >= (k - 1) d_l. P divides the chunk length, so a captured chunk's row indices (Python ints at
-capture time) are the same for every chunk: the graph is replayed unchanged across the sequence.
+as P >= (k - 1) d_l. For whole utterances P divides the chunk length, so a captured chunk's row
+indices (Python ints at capture time) are the same for every chunk: one graph replayed across the
+sequence. A stream runs one frame per chunk, shorter than the ring: there P is the ring span rounded
+up to whole frames and a chunk starts at one of P / hop phases, each captured once and then replayed.
 
 The conditioning of all layers is projected at frame rate in one product before the loop
 (`WaveNetPack.frame_projection`) and interpolated one chunk at a time on the device; the noise is
@@ -159,11 +161,16 @@ class WaveNetGraphStepper(ChunkGraphStepper):
 
     model_name = "WaveNet"
 
-    def __init__(self, pack: WaveNetPack, batch: int, steps: int, use_graph: bool | None = None) -> None:
+    def __init__(
+        self, pack: WaveNetPack, batch: int, steps: int, use_graph: bool | None = None, phased: bool = False
+    ) -> None:
+        """phased: a ring of the span rounded up to whole chunks, entered at a phase that moves on with
+        every chunk (streams, whose chunks are shorter than the ring); else P divides the chunk."""
         dev = pack.device
         self.pack, self.batch, self.steps = pack, batch, steps
         self.use_graph = dev.type == "cuda" if use_graph is None else use_graph
-        self.period = ring_length(pack.ring_span, steps)
+        self.period = -(-pack.ring_span // steps) * steps if phased else ring_length(pack.ring_span, steps)
+        self.phase = 0  # the chunk's first step mod P (always 0 unless phased)
         L, R, G = pack.layers, pack.residual, pack.gate
         self.ring = torch.zeros(L, self.period, batch, R, device=dev)
         self.prev = torch.full((batch,), pack.silence, dtype=torch.long, device=dev)
@@ -177,17 +184,25 @@ class WaveNetGraphStepper(ChunkGraphStepper):
     def reset(self) -> None:
         self.ring.zero_()
         self.prev.fill_(self.pack.silence)
+        self.phase = 0
+
+    def _graph_key(self) -> tuple:
+        return (self.phase,)
+
+    def _advance(self, steps: int) -> None:
+        self.phase = (self.phase + steps) % self.period
 
     def _step(self, t: int, temperature: float, forced: bool) -> None:
-        """Step t of the chunk (t < steps, so t mod P is the absolute step's row: P divides steps)."""
+        """Step t of the chunk; the absolute step's row is (phase + t) mod P."""
         p, k, G, R = self.pack, self.pack.kernel_size, self.pack.gate, self.pack.residual
+        t_ring = self.phase + t
         x = p.embedding[self.prev]  # [B, R]
         cond = self.inputs[:, t].view(self.batch, p.layers, G)
         skip = None
-        row = t % self.period
+        row = t_ring % self.period
         for layer, dilation in enumerate(p.dilations):
             ring = self.ring[layer]
-            taps = [ring[(t - (k - 1 - j) * dilation) % self.period] for j in range(k - 1)]
+            taps = [ring[(t_ring - (k - 1 - j) * dilation) % self.period] for j in range(k - 1)]
             a = _mm_float32(torch.cat([*taps, x], dim=-1), p.dilated[layer]) + cond[:, layer]  # [B, G]
             z = torch.tanh(a[:, : G // 2]) * torch.sigmoid(a[:, G // 2 :])
             out = _mm_float32(z, p.out_weight[layer]) + p.out_bias[layer]  # [B, R + S]
@@ -232,6 +247,19 @@ class WaveNetSampler:
         self.stepper.reset()
         for first, chunk in self._chunks(cond):
             steps = chunk.shape[1]
+            out[:, first : first + steps] = self.stepper.run(chunk, noise[:, first : first + steps], temperature)
+        return out
+
+    @torch.inference_mode()
+    def proceed(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """`generate` from the stepper's current state (a stream's next chunk of whole frames): no reset."""
+        dev = self.pack.device
+        noise = noise.to(dev, torch.float32)[..., 0]
+        out = torch.empty(noise.shape, dtype=torch.long, device=dev)
+        for first, chunk in self._chunks(cond):
+            steps = chunk.shape[1]
+            if steps != self.stepper.steps:
+                raise ValueError(f"a stream's chunks are whole frames of {self.stepper.steps} steps, got {steps}")
             out[:, first : first + steps] = self.stepper.run(chunk, noise[:, first : first + steps], temperature)
         return out
 

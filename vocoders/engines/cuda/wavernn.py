@@ -271,13 +271,14 @@ class WaveRNNSampler:
 
 
 class SamplerStream(EngineStream):
-    """A stream over its own WaveRNN sampler (own stepper, graphs and state): chunks continue the loop.
+    """A stream over its own sampler (WaveRNN or WaveNet: own stepper, graphs and state): chunks continue the loop.
 
-    With hop >= 256 a chunk of the sampler is one frame, so every pushed frame replays the captured
-    graph; a shorter chunk (only where chunk_frames > 1) runs at its own length.
+    With hop >= 256 a WaveRNN chunk of the sampler is one frame, so every pushed frame replays the
+    captured graph; a shorter chunk (only where chunk_frames > 1) runs at its own length. WaveNet
+    streams run one frame per chunk at one of a few ring phases, each captured once.
     """
 
-    def __init__(self, sampler: WaveRNNSampler, temperature: float) -> None:
+    def __init__(self, sampler, temperature: float) -> None:
         self.sampler, self.temperature = sampler, temperature
         sampler.stepper.reset()
 
