@@ -7,8 +7,10 @@ import torch
 
 from vocoders.engines import StreamingError
 from vocoders.errors import MelError
+from vocoders.features import MelConfig
 from vocoders.inference import Vocoder
-from vocoders.models import LPCNet, WaveNet, WaveRNN
+from vocoders.models import LPCNet, SubscaleWaveRNN, WaveNet, WaveRNN
+from vocoders.models.subscale_context import subscale_order
 from vocoders.native import load_native
 from vocoders.sampling import NOISE_BLOCK, NoiseSource, draw_noise
 
@@ -35,6 +37,12 @@ def lpcnet():
     return LPCNet(hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16).eval()
 
 
+def subscale(subscale=16, horizon=2, mel=None):
+    torch.manual_seed(0)
+    sizes = dict(context_channels=4, hidden_size=16, cond_channels=8, cond_blocks=1, out_hidden=24)
+    return SubscaleWaveRNN(mel=mel, subscale=subscale, horizon=horizon, **sizes).eval()
+
+
 CASES = {
     "wavernn-reference": (lambda: wavernn(), "reference"),
     "wavernn-cpu": (lambda: wavernn(), "cpu"),
@@ -44,7 +52,12 @@ CASES = {
     "wavenet-cpu": (wavenet, "cpu"),
     "lpcnet-reference": (lpcnet, "reference"),
     "lpcnet-cpu": (lpcnet, "cpu"),
+    "subscale-reference": (subscale, "reference"),
+    "subscale-cpu": (subscale, "cpu"),
 }
+# Frames per utterance: the reference loop is slow (Subscale WaveRNN's most: 16 samples a step, in Python).
+FRAMES = {"reference": 9, "subscale-reference": 4}
+HOP_100 = MelConfig.preset("hifigan", hop_length=100, win_length=400, n_fft=512).to_dict()
 
 
 def random_chunks(frames: int, seed: int, largest: int = 6) -> list[int]:
@@ -72,7 +85,7 @@ def test_streamed_audio_equals_whole_utterance_for_any_chunking(case):
     if engine != "reference" and not case.startswith("lpcnet") and load_native() is None:
         pytest.skip("the compiled extension vocoders._native is not built")
     voc = Vocoder(build(), engine=engine)
-    frames = 9 if engine == "reference" else 23
+    frames = FRAMES.get(case, FRAMES.get(engine, 23))
     mel = torch.randn(80, frames) - 5
     whole = voc(mel, seed=11)
     for sizes in ([1] * frames, [frames], random_chunks(frames, 0), random_chunks(frames, 1)):
@@ -81,15 +94,18 @@ def test_streamed_audio_equals_whole_utterance_for_any_chunking(case):
         assert torch.equal(audio, whole), sizes
 
 
-@needs_native
-@pytest.mark.parametrize("case", ["wavernn-cpu", "wavenet-cpu"])
-def test_a_batch_of_streams_equals_the_batch_generated_whole(case):
+@pytest.mark.parametrize(
+    "case, frames", [("wavernn-cpu", 12), ("wavenet-cpu", 12), ("subscale-cpu", 12), ("subscale-reference", 3)]
+)
+def test_a_batch_of_streams_equals_the_batch_generated_whole(case, frames):
     build, engine = CASES[case]
+    if engine != "reference" and load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
     voc = Vocoder(build(), engine=engine)
-    mel = torch.randn(2, 80, 12) - 5
+    mel = torch.randn(2, 80, frames) - 5
     whole = voc(mel, seed=5)
-    audio = streamed(voc, mel, random_chunks(12, 2), seed=5, batch=2)
-    assert audio.shape == (2, 12 * voc.hop_length)
+    audio = streamed(voc, mel, random_chunks(frames, 2, largest=max(2, frames // 2)), seed=5, batch=2)
+    assert audio.shape == (2, frames * voc.hop_length)
     assert torch.equal(audio, whole)
 
 
@@ -135,17 +151,54 @@ def test_context_manager_flushes_and_empty_stream_gives_nothing():
     assert voc.stream().close().shape == (0,)
 
 
-def test_engines_that_cannot_stream_say_so(tmp_path):
-    from vocoders.models import SubscaleWaveRNN
+@pytest.mark.parametrize("engine", ["reference", "cpu"])
+def test_a_subscale_stream_holds_back_exactly_its_lag(engine):
+    """Each push runs the staggered order as far as the conditioning that has arrived allows and emits
+    every sample up to the first one not yet made. hop 100 is not a multiple of B = 8: the look-ahead
+    rounds the lag (B - 1)(B (F + 1) - 1) = 497 samples up to 5 frames, not B (B - 1)(F + 1) = 504 to 6."""
+    if engine == "cpu" and load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
+    B, F, frames = 8, 8, 10
+    voc = Vocoder(subscale(B, F, mel=HOP_100), engine=engine)
+    hop, context = voc.hop_length, voc.model.mel_context
+    assert voc.model.stream_lag == 497 and voc.lookahead_frames == context + 5
+    mel = torch.randn(80, frames) - 5
+    order = subscale_order(frames * hop, B, F)  # the whole utterance's steps; a stream runs the same ones
+    stream = voc.stream(seed=4)
+    for pushed in range(1, frames + 1):
+        stream.push(mel[:, pushed - 1 : pushed])
+        known = max(0, pushed - context) * hop  # samples whose conditioning has arrived
+        # The stream runs every step that makes no sample past them, and no other; then each sample
+        # before the first one no step has made yet is out.
+        runnable = next((t for t, row in enumerate(order) if row.max() >= known), len(order))
+        made = torch.zeros(frames * hop, dtype=torch.bool)
+        made[order[:runnable][order[:runnable] >= 0]] = True
+        expected = int(made.logical_not().nonzero()[0]) if not made.all() else frames * hop
+        assert stream.samples_out == stream.available == expected, pushed
+        assert stream.frames_out == max(0, pushed - voc.lookahead_frames), pushed
+    audio = torch.cat([stream.pull(), stream.close()])
+    assert torch.equal(audio, voc(mel, seed=4))
 
-    torch.manual_seed(0)
-    subscale = SubscaleWaveRNN(subscale=4, horizon=2, hidden_size=16, cond_channels=8, cond_blocks=1).eval()
-    assert subscale.lookahead_frames == subscale.mel_context + 1  # stagger 4 x 3 x (2 + 1) = 36 samples < 1 hop
+
+@needs_native
+def test_a_subscale_stream_that_has_returned_every_sample_before_the_end():
+    """B = 2, F = 0 and an odd length (hop 101): after the last chunk every sample is out, and the one
+    step left at the end runs sub-tensor 1 past the end, on the last sample's conditioning."""
+    mel_config = MelConfig.preset("hifigan", hop_length=101, win_length=400, n_fft=512).to_dict()
+    voc = Vocoder(subscale(2, 0, mel=mel_config), engine="cpu")
+    mel = torch.randn(2, 80, 3) - 5
+    assert torch.equal(streamed(voc, mel, [1, 1, 1], seed=3, batch=2), voc(mel, seed=3))
+
+
+def test_engines_that_cannot_stream_say_so():
+    from vocoders.engines.cuda import CudaEngine
+
+    model = subscale(subscale=4, horizon=2)
+    assert model.lookahead_frames == model.mel_context + 1  # stagger 3 x (4 x 3 - 1) = 33 samples < 1 hop
     paper = SubscaleWaveRNN(subscale=16, horizon=64, hidden_size=16, cond_channels=8, cond_blocks=1)
-    assert paper.lookahead_frames == paper.mel_context + 61  # 16 x 15 x 65 = 15,600 samples, 60.9 hops
-    for engine in ("reference",) + (("cpu",) if load_native() is not None else ()):
-        with pytest.raises(StreamingError, match="subscale"):
-            Vocoder(subscale, engine=engine).stream()
+    assert paper.lookahead_frames == paper.mel_context + 61  # 15 x (16 x 65 - 1) = 15,585 samples, 60.9 hops
+    with pytest.raises(StreamingError, match="subscale"):  # the CUDA engine (here on CPU tensors) does not yet
+        CudaEngine(model, "cpu").open_stream(1)
 
 
 def test_noise_is_the_same_whatever_the_chunking():

@@ -12,6 +12,11 @@ and holds back the last `lookahead_frames` until `close`, which pads the end as 
 generation does. The engine's recurrent state (ring buffers for WaveNet) and the noise position
 carry over between chunks; every product is computed so that its numbers do not depend on the
 chunking, so the concatenated audio equals `voc(mel, seed=...)` sample for sample.
+
+A frame's conditioning goes to the engine as soon as its mel context has arrived. Most engines
+return its samples at once; Subscale WaveRNN's return the samples their staggered order has made up
+to the first one still missing (part of a frame, `model.stream_lag` samples behind the conditioning)
+and the rest when `close` ends the utterance (`EngineStream.finish`).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class Stream:
         self._cond: torch.Tensor | None = None  # [B, frames, D] conditioning frames from self._cond_start on
         self._cond_start = 0
         self._frames_in = 0  # real frames pushed
-        self._frames_out = 0  # frames whose samples were generated
+        self._frames_sent = 0  # frames whose conditioning went to the engine
+        self._samples_out = 0  # samples per stream the engine returned
         self._history = torch.empty(batch, 0, dtype=torch.long)  # the last decode_context samples
         self._ready: list[torch.Tensor] = []  # decoded audio not yet pulled
         self.closed = False
@@ -81,7 +87,7 @@ class Stream:
         else:
             self._mel = torch.cat([self._mel, chunk], dim=2)
         self._frames_in += chunk.shape[2]
-        self._generate(self._frames_in - self._context - self._frames_out)
+        self._generate(self._frames_in - self._context - self._frames_sent)
         return self.available
 
     def pull(self) -> torch.Tensor:
@@ -102,7 +108,8 @@ class Stream:
             if self._frames_in:
                 last = self._mel[:, :, -1:]
                 self._mel = torch.cat([self._mel, last.expand(-1, -1, self._context)], dim=2)
-                self._generate(self._frames_in - self._frames_out)
+                self._generate(self._frames_in - self._frames_sent)
+                self._emit(self._engine.finish())  # what the engine held back (Subscale WaveRNN)
 
     @property
     def available(self) -> int:
@@ -111,8 +118,13 @@ class Stream:
 
     @property
     def frames_out(self) -> int:
-        """Mel frames whose audio has been generated (pulled or not)."""
-        return self._frames_out
+        """Mel frames whose audio has been generated (pulled or not); `samples_out` may add part of one."""
+        return self._samples_out // self.model.hop_length
+
+    @property
+    def samples_out(self) -> int:
+        """Samples per stream generated (pulled or not)."""
+        return self._samples_out
 
     def __iter__(self):
         """Each chunk of audio as it is pulled (what is ready now); use between pushes."""
@@ -137,19 +149,26 @@ class Stream:
         model, u = self.model, self._upsample_context
         # Output frames [e, e + n) read conditioning frames [e, e + n + 2u); compute only the new ones
         # (cond frame j reads padded mel frames j .. j + 2 (context - u)), keep the 2u they share.
-        end = self._frames_out + frames + 2 * u
+        end = self._frames_sent + frames + 2 * u
         window = self._mel[:, :, : end - self._mel_start + 2 * (self._context - u)]
         fresh = model.conditioning(window) if self.speaker is None else model.conditioning(window, speaker=self.speaker)
         self._cond = fresh if self._cond is None else torch.cat([self._cond, fresh], dim=1)
         self._mel = self._mel[:, :, end - self._mel_start :]
         self._mel_start = end
-        cond = self._cond[:, self._frames_out - self._cond_start :]
-        samples = self._engine.run(cond, self._noise.take(frames * model.hop_length)).cpu()
-        self._frames_out += frames
-        keep_from = self._frames_out - self._cond_start  # the next chunk starts at the next frame
+        cond = self._cond[:, self._frames_sent - self._cond_start :]
+        samples = self._engine.run(cond, self._noise.take(frames * model.hop_length))
+        self._frames_sent += frames
+        keep_from = self._frames_sent - self._cond_start  # the next chunk starts at the next frame
         self._cond = self._cond[:, keep_from:]
         self._cond_start += keep_from
-        self._ready.append(self._decode(samples))
+        self._emit(samples)
+
+    def _emit(self, samples: torch.Tensor | None) -> None:
+        """Decode the next samples [B, m] the engine returned and queue them for `pull`."""
+        if samples is None or not samples.shape[1]:
+            return
+        self._samples_out += samples.shape[1]
+        self._ready.append(self._decode(samples.cpu()))
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Sample classes [B, n] -> audio [B, n], with the earlier samples the decoder reads in front."""

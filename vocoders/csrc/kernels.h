@@ -115,15 +115,29 @@ typedef struct {
     const float *b_out;       /* [B][D] */
 } subscale_weights;
 
-/* One call: `utterances` utterances of `samples` samples each, generated whole. */
+/* One call: steps [first, last) of the staggered order of `utterances` utterances (step -F starts
+ * one; the last step of a whole one is N + (B - 1)(F + 1) - 1, N = ceil(samples / B)). `samples` is
+ * where the signal ends as far as this call knows: a position past it runs but its sample is dropped,
+ * and the context reads zeros there. A stream passes the samples that have arrived and stops before
+ * the first step that would make a sample past them, so no step sees an end that is not there yet.
+ * The per-sample arrays hold samples [origin, origin + stride) of each utterance, `stride` apart;
+ * the loop's state enters and leaves through hidden, previous, inputs and rings, so an utterance can
+ * run in pieces (zeros and silence before step -F). */
 typedef struct {
     int utterances, samples, logits_width;
-    const float *features;   /* [utterances][samples][D] upsampled conditioning (before the context is added) */
-    const float *noise;      /* [utterances][samples][2] uniform draws */
-    const int64_t *forced;   /* [utterances][samples] classes fed back (teacher forcing), or NULL */
-    int64_t *out;            /* [utterances][samples] classes out */
-    float *logits;           /* [utterances][samples][2][logits_width] out, or NULL */
+    int first, last;         /* steps of the order to run */
+    int origin, stride;      /* the window of samples the arrays below hold, per utterance */
+    const float *features;   /* [utterances][stride][D] upsampled conditioning (before the context is added) */
+    const float *noise;      /* [utterances][stride][2] uniform draws */
+    const int64_t *forced;   /* [utterances][stride] classes fed back (teacher forcing), or NULL */
+    int64_t *out;            /* [utterances][stride] classes out */
+    float *logits;           /* [utterances][stride][2][logits_width] out, or NULL */
     double temperature;
+    int input_ring, layer_ring; /* powers of two: coordinates the two kinds of ring hold */
+    float *hidden;           /* [utterances * B][H] the core's state, in/out (zeros at the start) */
+    int64_t *previous;       /* [utterances * B] each sub-tensor's last class, in/out (silence at the start) */
+    float *inputs;           /* [utterances][input_ring][B][2] the samples' context values by position, in/out */
+    float *rings;            /* [utterances][layers + 1][layer_ring][B][C] the context layers' outputs, in/out */
 } subscale_job;
 
 /* One call: `streams` independent streams stepped together for `steps` samples. */
@@ -161,7 +175,7 @@ typedef struct {
     /* out[i] = sigmoid (kind 0), tanh (1) or exp (2) of x[i] as the loops compute them (for tests). */
     void (*activation)(int kind, const float *x, float *out, size_t count);
     int (*wavenet_run)(const wavenet_weights *w, const wavenet_job *job);
-    /* The Subscale WaveRNN loop over whole utterances. 0, or -1: no memory. */
+    /* The Subscale WaveRNN loop over a range of steps. 0, -1: no memory, -2: a sample outside the window. */
     int (*subscale_run)(const subscale_weights *w, const subscale_job *job);
 } kernel_table;
 

@@ -171,22 +171,32 @@ static PyObject *native_wavernn_run(PyObject *self, PyObject *args) {
 static PyObject *native_subscale_run(PyObject *self, PyObject *args) {
     PyObject *core, *w_cond;
     unsigned long long dilations, w_in, b_in, w_layers, b_layers, w_out, b_out, features, noise, forced, out, logits;
+    unsigned long long hidden, previous, inputs, rings;
     const char *isa = NULL;
     subscale_weights w;
     subscale_job job;
-    if (!PyArg_ParseTuple(args, "OO(iiiiiiKKKKKKK)(iiiKKKKKd)|z", &core, &w_cond, &w.factor, &w.horizon, &w.channels,
-                          &w.kernel, &w.layers, &w.features, &dilations, &w_in, &b_in, &w_layers, &b_layers, &w_out,
-                          &b_out, &job.utterances, &job.samples, &job.logits_width, &features, &noise, &forced, &out,
-                          &logits, &job.temperature, &isa) ||
+    if (!PyArg_ParseTuple(args, "OO(iiiiiiKKKKKKK)(iiiiiiiKKKKKdiiKKKK)|z", &core, &w_cond, &w.factor, &w.horizon,
+                          &w.channels, &w.kernel, &w.layers, &w.features, &dilations, &w_in, &b_in, &w_layers,
+                          &b_layers, &w_out, &b_out, &job.utterances, &job.samples, &job.logits_width, &job.first,
+                          &job.last, &job.origin, &job.stride, &features, &noise, &forced, &out, &logits,
+                          &job.temperature, &job.input_ring, &job.layer_ring, &hidden, &previous, &inputs, &rings,
+                          &isa) ||
         !parse_wavernn(core, &w.core) || !PyTuple_Check(w_cond) || !parse_matrix(w_cond, &w.w_cond))
         return NULL;
     if (w.factor < 1 || w.horizon < 0 || w.channels < 1 || w.kernel < 1 || w.layers < 0 || w.features < 1 ||
         job.utterances < 1 || job.samples < 1 || w.core.taps != 1 || w.w_cond.cols != w.features ||
         w.w_cond.rows != 3 * w.core.hidden)
         return PyErr_Format(PyExc_ValueError, "subscale_run: inconsistent sizes");
+    w.dilations = (const int64_t *)(uintptr_t)dilations;
+    int64_t widest = 1; /* the context layers' lookback: the layer ring must hold more coordinates */
+    for (int n = 0; n < w.layers; n++) widest = w.dilations[n] > widest ? w.dilations[n] : widest;
+    const int64_t lookback = (w.kernel - 1) * widest, reach = (int64_t)(w.factor - 1) * (w.horizon + 1) + w.kernel;
+    if (job.first < -w.horizon || job.last < job.first || job.origin < 0 || job.stride < 1 ||
+        job.layer_ring <= lookback || (job.layer_ring & (job.layer_ring - 1)) || job.input_ring < reach ||
+        (job.input_ring & (job.input_ring - 1)) || !hidden || !previous || !inputs || !rings)
+        return PyErr_Format(PyExc_ValueError, "subscale_run: inconsistent steps, window or state");
     const kernel_table *table = table_for(isa);
     if (!table) return NULL;
-    w.dilations = (const int64_t *)(uintptr_t)dilations;
     w.w_in = (const float *)(uintptr_t)w_in;
     w.b_in = (const float *)(uintptr_t)b_in;
     w.w_layers = (const float *)(uintptr_t)w_layers;
@@ -198,9 +208,15 @@ static PyObject *native_subscale_run(PyObject *self, PyObject *args) {
     job.forced = (const int64_t *)(uintptr_t)forced;
     job.out = (int64_t *)(uintptr_t)out;
     job.logits = (float *)(uintptr_t)logits;
+    job.hidden = (float *)(uintptr_t)hidden;
+    job.previous = (int64_t *)(uintptr_t)previous;
+    job.inputs = (float *)(uintptr_t)inputs;
+    job.rings = (float *)(uintptr_t)rings;
     int status;
     Py_BEGIN_ALLOW_THREADS status = table->subscale_run(&w, &job);
-    Py_END_ALLOW_THREADS if (status != 0) return PyErr_NoMemory();
+    Py_END_ALLOW_THREADS
+    if (status == -2) return PyErr_Format(PyExc_ValueError, "subscale_run: a step reads a sample outside the window");
+    if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -379,7 +395,7 @@ static PyMethodDef native_methods[] = {
     {"wavernn_run", native_wavernn_run, METH_VARARGS,
      "wavernn_run(weights, job, isa=None): the WaveRNN sampling loop (see vocoders/engines/cpu/engine.py)."},
     {"subscale_run", native_subscale_run, METH_VARARGS,
-     "subscale_run(core, w_cond, context, job, isa=None): the Subscale WaveRNN loop (see engines/cpu/subscale.py)."},
+     "subscale_run(core, w_cond, context, job, isa=None): steps of the Subscale WaveRNN loop (see engines/cpu/subscale.py)."},
     {"sparse_matvec", native_sparse_matvec, METH_VARARGS,
      "sparse_matvec(matrix, x, y, active, isa=None) -> inputs read: y = W x, block-sparse (engines/cpu/sparse_packing.py)."},
     {"sparse_wavernn_run", native_sparse_wavernn_run, METH_VARARGS,

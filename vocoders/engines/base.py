@@ -19,12 +19,66 @@ class EngineStream(ABC):
 
     `run(cond, noise)` takes the frame-rate conditioning of the next n frames with the upsampler's
     context on each side, [B, n + 2u, D], and their noise [B, n * hop, noise_per_step], and returns
-    their samples [B, n * hop] int64. Run over the chunks of an utterance, it returns exactly the
-    samples `Engine.generate` returns for the whole one (tests hold every engine to it).
+    the next samples of the utterance, [B, m] int64. A model that makes one sample per step returns
+    all n * hop of them; one whose samples need conditioning from further on (Subscale WaveRNN's
+    stagger) returns those it has been able to make so far, and `finish()`, at the end of the
+    utterance, the rest. Run over the chunks of an utterance, the returned samples are exactly those
+    `Engine.generate` returns for the whole one (tests hold every engine to it).
     """
 
     @abstractmethod
     def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor: ...
+
+    def finish(self) -> torch.Tensor | None:
+        """The utterance has ended: the samples `run` held back, [B, m] int64 (None: there are none)."""
+        return None
+
+
+class SampleWindow:
+    """Per-sample rows [batch, length, ...] of one stream, for samples [origin, origin + length).
+
+    `append` adds rows at the end, `drop` forgets the oldest; the rows live in a buffer twice the
+    window's largest length, compacted when full, so a chunk costs its own rows, not the window's.
+    `rows(name)` is a view [batch, length, ...] whose batch stride is the buffer's.
+    """
+
+    def __init__(
+        self, batch: int, device: torch.device | str = "cpu", **shapes: tuple[tuple[int, ...], torch.dtype]
+    ) -> None:
+        self.batch, self.device, self.shapes = batch, torch.device(device), shapes
+        self.origin, self.start, self.length = 0, 0, 0
+        self.buffers = {name: self._zeros(name, 0) for name in shapes}
+
+    def _zeros(self, name: str, capacity: int) -> torch.Tensor:
+        shape, dtype = self.shapes[name]
+        return torch.zeros(self.batch, capacity, *shape, dtype=dtype, device=self.device)
+
+    @property
+    def end(self) -> int:
+        return self.origin + self.length
+
+    def append(self, **rows: torch.Tensor) -> None:
+        n = next(iter(rows.values())).shape[1]
+        capacity = next(iter(self.buffers.values())).shape[1]
+        if self.start + self.length + n > capacity:
+            capacity = max(capacity, 2 * (self.length + n))
+            for name in self.shapes:
+                moved = self._zeros(name, capacity)
+                moved[:, : self.length] = self.buffers[name][:, self.start : self.start + self.length]
+                self.buffers[name] = moved
+            self.start = 0
+        at = self.start + self.length
+        for name, values in rows.items():
+            self.buffers[name][:, at : at + n] = values
+        self.length += n
+
+    def rows(self, name: str) -> torch.Tensor:
+        return self.buffers[name][:, self.start : self.start + self.length]
+
+    def drop(self, n: int) -> None:
+        self.origin += n
+        self.length -= n
+        self.start = self.start + n if self.length else 0  # an empty window starts at the buffer's first row
 
 
 class Engine(ABC):

@@ -14,6 +14,10 @@ core runs as one batch of B sequences.
 
 Training is teacher forcing over the folded targets: the context network runs in parallel over all
 positions, the core's fused GRU over the B sequences of each segment.
+
+Streaming (docs/streaming.md#subscale-wavernn) runs the same order as the conditioning arrives:
+`stream_steps` says how far it can go, `stream_made` which samples are then complete, and
+`extend_state` grows the state of `start_state` with the signal.
 """
 
 from __future__ import annotations
@@ -125,11 +129,17 @@ class SubscaleWaveRNN(VocoderModel):
 
     @property
     def lookahead_frames(self) -> int:
-        """Mel context plus the stagger: sample B p + s is made at step p + s (F + 1), when sub-tensor 0
-        is at position p + s (F + 1) and needs the conditioning of sample B p + s (F + 1) B, so the last
-        sub-tensor's samples wait for B (B - 1) (F + 1) samples of mel beyond them."""
+        """Mel context plus the stagger, as a stream runs the order (`stream_steps`): sample B p + s is
+        made at step p + s (F + 1), which needs the conditioning of sub-tensor 0's sample there,
+        B (p + s (F + 1)); the last sub-tensor's samples wait longest, (B - 1)(B (F + 1) - 1) samples
+        (`stream_lag`), rounded up to frames (exact when hop is a multiple of B)."""
+        return self.mel_context + -(-self.stream_lag // self.hop_length)
+
+    @property
+    def stream_lag(self) -> int:
+        """Samples of conditioning a stream needs past a sample before it has made every sample up to it."""
         B, F = self.subscale, self.horizon
-        return self.mel_context + -(-B * (B - 1) * (F + 1) // self.hop_length)
+        return (B - 1) * (B * (F + 1) - 1)
 
     @property
     def decode_context(self) -> int:
@@ -223,6 +233,29 @@ class SubscaleWaveRNN(VocoderModel):
     # ---- generation --------------------------------------------------------------------------
     def generation_order(self, num_samples: int) -> torch.Tensor:
         return subscale_order(num_samples, self.subscale, self.horizon)
+
+    # ---- streaming: the order run as the conditioning arrives -----------------------------------
+    def stream_steps(self, num_samples: int, ended: bool) -> int:
+        """How far a stream can run the order once the conditioning of `num_samples` samples has arrived.
+
+        Before the end: the steps whose sub-tensor-0 sample has arrived (a step's samples are all
+        earlier), ceil(n / B); every sample they make is in the signal, so the steps run as they do
+        for a whole utterance of any length from n on. At the end of the utterance: all of its steps.
+        """
+        B, F = self.subscale, self.horizon
+        positions = -(-num_samples // B)
+        return positions + (B - 1) * (F + 1) if ended else positions
+
+    def stream_made(self, steps: int, num_samples: int) -> int:
+        """E such that samples [0, E) of a signal of `num_samples` are all made by steps [0, steps) of the order."""
+        B, F = self.subscale, self.horizon
+        positions = -(-num_samples // B)
+        return min([num_samples] + [B * min(max(steps - s * (F + 1), 0), positions) + s for s in range(B)])
+
+    def extend_state(self, state: SubscaleState, num_samples: int) -> None:
+        """A stream's state: the signal is now known to reach `num_samples` (grow the context buffers to it)."""
+        state.num_samples = num_samples
+        self.context.extend(state.context, -(-num_samples // self.subscale))
 
     def initial_state(self, batch: int, device: torch.device | str) -> SubscaleState:
         raise NotImplementedError("Subscale WaveRNN needs the utterance length: use start_state(batch, num_samples)")

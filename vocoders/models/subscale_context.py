@@ -132,6 +132,23 @@ class SubscaleContext(nn.Module):
             ],
         }
 
+    def extend(self, buffers: dict, positions: int) -> None:
+        """Let the buffers of `begin` hold `positions` positions per sub-tensor (a stream's grow with
+        the signal; they keep what they hold, and the new coordinates read zeros)."""
+        if positions < buffers["positions"]:
+            raise ValueError(f"the buffers hold {buffers['positions']} positions; they cannot shrink to {positions}")
+        buffers["positions"] = positions
+        length = self.lookback + positions + self.horizon
+        have = buffers["inputs"].shape[1]
+        if length > have:
+            grow = max(length, 2 * have) - have
+
+            def extended(buffer: torch.Tensor) -> torch.Tensor:
+                return torch.cat([buffer, buffer.new_zeros(buffer.shape[0], grow, *buffer.shape[2:])], dim=1)
+
+            buffers["inputs"] = extended(buffers["inputs"])
+            buffers["hidden"] = [extended(hidden) for hidden in buffers["hidden"]]
+
     def write(self, buffers: dict, position: torch.Tensor, values: torch.Tensor, valid: torch.Tensor) -> None:
         """Record generated samples: position [B] per sub-tensor, values [batch, B, 2], valid [B] bool."""
         sub = torch.arange(self.factor, device=position.device)[valid]

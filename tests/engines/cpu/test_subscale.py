@@ -117,3 +117,27 @@ def test_a_changed_step_is_not_taken_for_the_subscale_one():
 
     model = Variant(subscale=4, horizon=2, context_channels=4, hidden_size=32, cond_channels=8, cond_blocks=1)
     assert "WaveRNN step only" in CpuEngine.available(model, "cpu")
+
+
+@needs_native
+def test_the_loop_runs_an_utterance_in_pieces_over_windows_of_it():
+    """The native loop's state is the caller's: steps in pieces, each over a window of the samples it
+    touches (from the oldest one not yet made), give the samples of one call; a step that would read
+    a sample outside its window is refused."""
+    model = subscale_model(8, 3)
+    _, cond, _, noise = inputs(model, frames=2, batch=2, seed=4)
+    loop = make_engine("cpu", model).subscale
+    whole = loop.run(cond, noise, None, 1.0)[0]
+    features = model.upsample(cond).detach().contiguous()
+    steps = model.num_samples(cond)
+    state, out = loop.new_state(2), torch.zeros(2, steps, dtype=torch.long)
+    end = model.stream_steps(steps, ended=True)
+    for last in (-1, 0, 1, 7, 30, 31, 50, end):
+        origin = model.stream_made(state.step, steps)
+        window = slice(origin, steps)
+        loop.steps(state, last, steps, features[:, window], noise[:, window], out[:, window], origin)
+    assert state.step == end and torch.equal(out, whole)
+    state = loop.new_state(2)
+    loop.steps(state, 20, steps, features, noise, out, 0)
+    with pytest.raises(ValueError, match="outside the window"):  # step 20 makes sample 98 (sub-tensor 2, position 12)
+        loop.steps(state, 21, steps, features[:, 100:], noise[:, 100:], out[:, 100:], 100)

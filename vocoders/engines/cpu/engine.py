@@ -26,10 +26,10 @@ from ...models.layers import FrameUpsampler, linear_rows
 from ...models.subscale import SubscaleWaveRNN
 from ...models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
 from ...native import native_status
-from ..base import Engine, EngineStream, StreamingError
+from ..base import Engine, EngineStream
 from .packing import PackedMatrix, pack_matrix, padded_vector
 from .shares import row_address, run_in_shares
-from .subscale import SubscaleCpuLoop
+from .subscale import SubscaleCpuLoop, SubscaleCpuStream
 
 # Samples per native call; the recurrent state carries over between calls.
 CHUNK_STEPS = 8192
@@ -176,9 +176,7 @@ class CpuEngine(Engine):
 
     def open_stream(self, batch: int, temperature: float = 1.0) -> EngineStream:
         if self.subscale is not None:
-            raise StreamingError(
-                f"engine {self.name!r} does not stream {self.model.name} yet (several samples per step)"
-            )
+            return SubscaleCpuStream(self.subscale, batch, temperature, self._workers())
         return CpuStream(self, batch, temperature)
 
     def initial_native_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
