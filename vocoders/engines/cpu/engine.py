@@ -14,6 +14,7 @@ GIL), and each worker steps its streams together so they share every read of the
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -186,6 +187,12 @@ class CpuEngine(Engine):
     def _workers(self) -> int:
         return self.threads or torch.get_num_threads()
 
+    @functools.cached_property
+    def weights_spec(self) -> tuple:
+        """The packed weights' addresses and sizes the native loop takes: fixed once packed, so built once
+        (a stream calls the loop per chunk)."""
+        return self.packed.spec(self.model)
+
     def _project(self, cond: torch.Tensor) -> torch.Tensor:
         """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate)."""
         return linear_rows(cond.detach().to("cpu", torch.float32), self.packed.w_cond).contiguous()
@@ -213,7 +220,7 @@ class CpuEngine(Engine):
         if state is None:
             state = self.initial_native_state(batch)
         hidden, previous = state
-        weights = self.packed.spec(model)
+        weights = self.weights_spec
         width = 0 if logits is None else logits.shape[-1]
         stop = threading.Event()
 

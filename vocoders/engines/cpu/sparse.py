@@ -136,7 +136,7 @@ class SparseCpuEngine(CpuEngine):
         hidden, previous = state if state is not None else (None, None)
         batch, frames, _ = projected.shape
         steps = samples.shape[1]
-        weights = self.packed.spec(self.model)
+        weights = self.weights_spec
         width = 0 if logits is None else logits.shape[-1]
         lock = threading.Lock()
 
