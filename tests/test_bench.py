@@ -156,10 +156,12 @@ def test_stream_chunks_are_timed_and_equal_the_whole_utterance(model):
     if load_native() is None:
         pytest.skip("the compiled extension vocoders._native is not built")
     cfg = bench_config(
-        f"model={model}", "bench.engine=cpu", "bench.seconds=0.1", "bench.stream_chunk=[1,4]", "bench.batch=2"
-    )
+        f"model={model}", "bench.engine=cpu", "bench.seconds=0.1", "bench.stream_chunk=[1,4]", "bench.batch=2",
+        "bench.stream_repeats=2",
+    )  # fmt: skip
     runs = run_benchmark(cfg)["stream"]
     assert [r["chunk_frames"] for r in runs] == [1, 4]
+    assert runs[0]["whole_seconds"] == runs[1]["whole_seconds"] and {r["repeats"] for r in runs} == {2}
     for run in runs:
         assert run["equal_to_whole"] is True
         assert run["lookahead_frames"] >= 1 and run["seconds"] > 0 and run["first_audio_ms"] > 0

@@ -158,28 +158,40 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     }
     if bench.get("stream_chunk") is not None:
         whole = model.decode(samples).float().cpu()
-        record["stream"] = _stream_runs(cfg, model, engine, mel, whole, conditioning_seconds + seconds)
+        record["stream"] = _stream_runs(cfg, model, engine, mel, whole, noise, temperature, device)
     if bench.sweep and device.type == "cpu":
         record["read_bandwidth_sweep_GBps"] = bandwidth_sweep(device)
     return record
 
 
-def _stream_runs(cfg, model, engine, mel, whole_audio, whole_seconds: float) -> list[dict[str, Any]]:
+def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, device) -> list[dict[str, Any]]:
     """Stream `mel` through `engine` in chunks of each `bench.stream_chunk` frames, fed as fast as they are taken.
 
     Per chunk size: time to first audio (from the first push to the first audio pulled), the
-    real-time factor, the cost against whole-utterance generation in the same run (conditioning
-    included on both sides) and whether the streamed audio equals the whole-utterance audio.
+    real-time factor, the cost against whole-utterance generation (conditioning, loop and decoding
+    on both sides) and whether the streamed audio equals the whole-utterance audio. The whole
+    utterance and every chunk size run `bench.stream_repeats` times, interleaved, and each keeps its
+    best time: a cost of a few percent is otherwise lost in the machine's run-to-run spread.
     """
     from .inference import Vocoder
 
     sizes = cfg.bench.stream_chunk
     sizes = [int(sizes)] if isinstance(sizes, int | str) else [int(n) for n in sizes]
+    repeats = max(1, int(cfg.bench.get("stream_repeats", 3)))
     vocoder = Vocoder(model, device=engine.device, engine="reference")
     vocoder.engine = engine  # the engine timed above, weights already packed
     frames, hop, rate = mel.shape[2], model.hop_length, model.sample_rate
-    runs = []
-    for size in sizes:
+
+    def whole_once() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            samples = engine.generate(model.conditioning(model.pad_mel(mel)), noise, temperature)
+            model.decode(samples.cpu())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def stream_once(size: int) -> tuple[float, float, torch.Tensor, int]:
         stream = vocoder.stream(batch=mel.shape[0], seed=int(cfg.bench.seed), temperature=float(cfg.bench.temperature))
         pieces, first_audio = [], None
         start = time.perf_counter()
@@ -191,21 +203,35 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, whole_seconds: float) -> 
         pieces.append(stream.close())
         seconds = time.perf_counter() - start
         audio = torch.cat([p.reshape(mel.shape[0], -1) for p in pieces], dim=1)
+        return seconds, (first_audio if first_audio is not None else seconds), audio, stream.lookahead_frames
+
+    whole_best = float("inf")
+    best: dict[int, tuple[float, float, torch.Tensor, int]] = {}
+    for _ in range(repeats):
+        whole_best = min(whole_best, whole_once())
+        for size in sizes:
+            result = stream_once(size)
+            if size not in best or result[0] < best[size][0]:
+                best[size] = result
+    runs = []
+    for size in sizes:
+        seconds, first_audio, audio, lookahead = best[size]
         runs.append(
             {
                 "chunk_frames": size,
                 "chunk_ms": significant(1000 * size * hop / rate),
-                "lookahead_frames": stream.lookahead_frames,
-                "lookahead_ms": significant(1000 * stream.lookahead_frames * hop / rate),
-                "first_audio_ms": significant(1000 * (first_audio if first_audio is not None else seconds)),
+                "lookahead_frames": lookahead,
+                "lookahead_ms": significant(1000 * lookahead * hop / rate),
+                "first_audio_ms": significant(1000 * first_audio),
                 "seconds": significant(seconds),
                 "realtime_factor": significant(seconds / (frames * hop / rate)),
-                "whole_seconds": significant(whole_seconds),
-                "cost_over_whole": round(seconds / whole_seconds - 1, 4),
+                "whole_seconds": significant(whole_best),
+                "cost_over_whole": round(seconds / whole_best - 1, 4),
+                "repeats": repeats,
                 "equal_to_whole": bool(torch.equal(audio, whole_audio)),
             }
         )
-        log.info("stream %d frames: %.3f s (whole %.3f s), first audio %.1f ms", size, seconds, whole_seconds,
+        log.info("stream %d frames: %.3f s (whole %.3f s), first audio %.1f ms", size, seconds, whole_best,
                  runs[-1]["first_audio_ms"])  # fmt: skip
     return runs
 
