@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything a session with a lent GPU (H100) does, in one device call of at most 10 minutes:
+# Everything a session with a lent GPU (H100 or H200) does, in one device call of at most 10 minutes:
 #   1. install what the device image lacks from wheels carried in .whl/, and this package;
 #   2. run the tests marked `gpu` (CUDA engine against the reference engine, real Triton kernels);
 #   3. print every CUDA benchmark JSON line (WaveRNN-896 single stream and batched, Sparse WaveRNN,
-#      Subscale B = 16 and 8 with the plain core timed in the same run, the wavenet recipe).
+#      Subscale B = 16 and 8 with the plain core timed in the same run, the wavenet recipe, and the
+#      streaming figures of WaveRNN-896 and WaveNet on cuda at 1, 4 and 16-frame chunks).
 #
 # Before the call, on the development machine (PyPI reachable), once per checkout:
 #     tools/fetch_gpu_wheels.sh                  # fills .whl/ (about 3 MB, ignored by git)
@@ -77,5 +78,7 @@ if [ "$STAGES" = all ] || [ "$STAGES" = bench ]; then
   bench recipe=subscale_wavernn model.subscale=8 bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=wavenet bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2
   bench recipe=wavenet bench.engine=cuda bench.batch=1 bench.dtype=bfloat16 bench.seconds=2
+  bench $W896 bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2 "bench.stream_chunk=[1,4,16]" bench.stream_repeats=2
+  bench recipe=wavenet bench.engine=cuda bench.batch=1 bench.dtype=float32 bench.seconds=2 "bench.stream_chunk=[1,4,16]" bench.stream_repeats=2
 fi
 say "done"
