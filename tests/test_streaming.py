@@ -191,14 +191,27 @@ def test_a_subscale_stream_that_has_returned_every_sample_before_the_end():
 
 
 def test_engines_that_cannot_stream_say_so():
+    from vocoders.engines import Engine, EngineStream
     from vocoders.engines.cuda import CudaEngine
 
     model = subscale(subscale=4, horizon=2)
     assert model.lookahead_frames == model.mel_context + 1  # stagger 3 x (4 x 3 - 1) = 33 samples < 1 hop
     paper = SubscaleWaveRNN(subscale=16, horizon=64, hidden_size=16, cond_channels=8, cond_blocks=1)
     assert paper.lookahead_frames == paper.mel_context + 61  # 15 x (16 x 65 - 1) = 15,585 samples, 60.9 hops
-    with pytest.raises(StreamingError, match="subscale"):  # the CUDA engine (here on CPU tensors) does not yet
-        CudaEngine(model, "cpu").open_stream(1)
+    # The CUDA engine (here on CPU tensors) streams Subscale WaveRNN too (tests/engines/cuda/test_subscale.py).
+    assert isinstance(CudaEngine(model, "cpu").open_stream(1), EngineStream)
+
+    class NoStream(Engine):  # an engine that does not override `open_stream`
+        name = "no-stream"
+
+        def generate(self, cond, noise, temperature=1.0):
+            raise NotImplementedError
+
+        def forced_logits(self, cond, targets):
+            raise NotImplementedError
+
+    with pytest.raises(StreamingError, match="'no-stream' does not stream subscale_wavernn"):
+        NoStream(model).open_stream(1)
 
 
 def test_noise_is_the_same_whatever_the_chunking():

@@ -6,12 +6,20 @@ does on a CPU device); the test marked `gpu` runs it captured in CUDA graphs on 
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from vocoders.engines import make_engine
 from vocoders.engines.cuda import CudaEngine
-from vocoders.engines.cuda.subscale import ContextWeights, SubscaleGraphStepper, SubscaleSampler, step_tables
+from vocoders.engines.cuda.subscale import (
+    ContextWeights,
+    SubscaleGraphStepper,
+    SubscaleSampler,
+    SubscaleSamplerStream,
+    step_tables,
+)
 from vocoders.engines.cuda.wavernn_pack import WaveRNNPack
 from vocoders.features import MelConfig
 from vocoders.models import SubscaleWaveRNN
@@ -137,3 +145,97 @@ def test_on_a_gpu_captured_in_cuda_graphs():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(samples.cpu(), short)
+
+
+def random_chunks(frames: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    while sum(sizes) < frames:
+        sizes.append(min(rng.choice([1, 1, 2, 3]), frames - sum(sizes)))
+    return sizes
+
+
+def streamed(engine, cond, noise, sizes, temperature=1.0):
+    """Run an engine stream over chunks of `sizes` frames -> (the pieces each call returned, all samples)."""
+    model = engine.model
+    u, hop = model.upsample_context, model.hop_length
+    stream = engine.open_stream(cond.shape[0], temperature)
+    pieces, at = [], 0
+    for size in sizes:
+        pieces.append(stream.run(cond[:, at : at + size + 2 * u], noise[:, at * hop : (at + size) * hop]))
+        at += size
+    pieces.append(stream.finish())
+    return pieces, torch.cat(pieces, dim=1)
+
+
+@pytest.mark.parametrize(
+    "subscale, horizon, kernel, mel, frames, batch",
+    [(8, 3, 2, None, 3, 1), (8, 5, 3, HOP_100, 4, 2), (4, 1, 2, HOP_100, 5, 2)],
+)  # hop 100: the signal ends inside a step; stepper chunks of 13 and 25 steps end inside the order
+def test_a_stream_gives_the_whole_utterance_for_any_chunking(subscale, horizon, kernel, mel, frames, batch):
+    """The CUDA engine's stream (eager on CPU tensors) runs the whole utterance's staggered order as the
+    conditioning arrives: each chunk returns the samples made up to the first one still missing (no
+    more than `model.stream_lag` behind what has arrived), and `finish` the rest."""
+    model = subscale_model(subscale, horizon, kernel=kernel, mel=mel, biases=True)
+    cond, noise, expected, _ = case(model, frames, batch, seed=3)
+    hop = model.hop_length
+    for chunk_frames in (1, 2):
+        engine = CudaEngine(model, "cpu", chunk_frames=chunk_frames)
+        assert isinstance(engine.open_stream(batch), SubscaleSamplerStream)
+        for sizes in ([1] * frames, [frames], random_chunks(frames, 0), random_chunks(frames, 1)):
+            pieces, samples = streamed(engine, cond, noise, sizes)
+            assert samples.shape == expected.shape and torch.equal(samples, expected), (chunk_frames, sizes)
+            arrived = torch.tensor(sizes).cumsum(0) * hop
+            made = [model.stream_made(model.stream_steps(int(n), ended=False), int(n)) for n in arrived]
+            returned = torch.tensor([piece.shape[1] for piece in pieces[:-1]]).cumsum(0)
+            assert returned.tolist() == made and (returned >= arrived - model.stream_lag).all()
+    greedy = make_engine("reference", model).generate(cond, noise, 0.0)
+    assert torch.equal(streamed(CudaEngine(model, "cpu"), cond, noise, random_chunks(frames, 2), 0.0)[1], greedy)
+
+
+def test_a_stream_and_whole_utterances_on_one_engine_do_not_disturb_each_other():
+    model = subscale_model(8, 2)
+    cond, noise, expected, _ = case(model, frames=3, batch=2, seed=6)
+    engine = CudaEngine(model, "cpu")
+    u, hop = model.upsample_context, model.hop_length
+    stream = engine.open_stream(2)
+    first = stream.run(cond[:, : 1 + 2 * u], noise[:, :hop])
+    assert torch.equal(engine.generate(cond, noise), expected)
+    rest = stream.run(cond[:, 1:], noise[:, hop:])
+    assert torch.equal(torch.cat([first, rest, stream.finish()], dim=1), expected)
+
+
+def vocoder_streams_equal_whole(device: str, frames: int) -> None:
+    """`Vocoder.stream` over the CUDA engine on `device`, batch 1 and 2, chunkings [1] * F, [F] and random."""
+    from vocoders.inference import Vocoder
+
+    model = subscale_model(8, 5, kernel=3, mel=HOP_100, biases=True)
+    voc = Vocoder(model, device=device, engine="cuda")
+    for batch in (1, 2):
+        mel = torch.randn(80, frames) - 5 if batch == 1 else torch.randn(batch, 80, frames) - 5
+        whole = voc(mel, seed=3)
+        for sizes in ([1] * frames, [frames], random_chunks(frames, 4)):
+            stream = voc.stream(batch=batch, seed=3)
+            pieces, at = [], 0
+            for size in sizes:
+                stream.push(mel[..., at : at + size])
+                at += size
+                pieces.append(stream.pull())
+            pieces.append(stream.close())
+            assert isinstance(stream._engine, SubscaleSamplerStream)
+            assert stream._engine.stepper.use_graph == (device == "cuda")
+            assert torch.equal(torch.cat(pieces, dim=-1), whole), (batch, sizes)
+
+
+def test_a_vocoder_stream_over_the_engine_on_cpu_tensors(monkeypatch):
+    """The same path as on a GPU, eagerly: `Vocoder` is let build the CUDA engine on the CPU."""
+    monkeypatch.setattr(CudaEngine, "available", classmethod(lambda cls, model, device: None))
+    vocoder_streams_equal_whole("cpu", frames=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_stream_on_a_gpu_equals_the_whole_utterance():
+    """Through `Vocoder.stream` on a CUDA device: each stepper chunk replayed from a captured graph,
+    the last one of a push padded with steps that change nothing."""
+    vocoder_streams_equal_whole("cuda", frames=9)

@@ -31,7 +31,7 @@ import torch
 
 from ...models.base import VocoderModel
 from ..base import Engine, EngineStream, StreamingError
-from .subscale import ContextWeights, SubscaleGraphStepper, SubscaleSampler
+from .subscale import ContextWeights, SubscaleGraphStepper, SubscaleSampler, SubscaleSamplerStream
 from .wavenet import WaveNetGraphStepper, WaveNetPack, WaveNetSampler
 from .wavernn import CapturedStepper, GraphStepper, SamplerStream, WaveRNNSampler
 from .wavernn_pack import WaveRNNPack, weight_dtype
@@ -139,8 +139,12 @@ class CudaEngine(ChunkSamplerEngine):
             hop = self.model.hop_length
             stepper = WaveNetGraphStepper(self.pack, batch, hop, phased=True)
             return SamplerStream(WaveNetSampler(self.pack, stepper, 1), temperature)
+        if self.model.name == "subscale_wavernn":  # its own sampler; a chunk: the steps of chunk_frames frames
+            steps = max(1, -(-self.chunk_frames * self.model.hop_length // self.model.subscale))
+            stepper = SubscaleGraphStepper(self.pack, self.context_weights, batch, steps)
+            return SubscaleSamplerStream(SubscaleSampler(self.model, self.pack, stepper), batch, temperature)
         if self.model.name != "wavernn":
-            raise StreamingError(f"engine {self.name!r} streams wavernn and wavenet only, not {self.model.name}")
+            raise StreamingError(f"engine {self.name!r} does not stream {self.model.name}")
         return SamplerStream(self._build_sampler(batch), temperature)  # its own: the stream's state lives in it
 
     def sampler(self, batch: int) -> WaveRNNSampler | WaveNetSampler | SubscaleSampler:

@@ -22,9 +22,15 @@ positions in the output. The host never reads a device value until the caller do
 
 Memory: ring buffers make the context's state independent of the utterance length: the inputs ring
 holds R_in = (B - 1)(F + 1) + K + 1 coordinates x B sub-tensors x 2 values, each hidden ring
-R_h = lookback + 1 coordinates x B x C (float32, per stream). The utterance's per-sample conditioning
-[batch, T, D] float32 and its step tables (~(L + 2) * K * B int64 per step) stay on the device.
+R_h = lookback + 1 coordinates x B x C (float32, per stream), each ring one coordinate more for the
+scratch slots of `idle_rows`. The utterance's per-sample conditioning [batch, T, D] float32 and its
+step tables (~(L + 2) * K * B int64 per step) stay on the device.
 Weights: the core's in `dtype`; W_cond and the context CNN in float32.
+
+Streaming (`SubscaleSamplerStream`, docs/streaming.md#subscale-wavernn): a stream runs the same rows
+of the step tables as the conditioning arrives, those of `model.stream_steps`, in chunks of its own
+stepper's steps, the last chunk of a push padded with rows that change nothing (`idle_rows`), and
+keeps the per-sample conditioning, noise and samples from the first sample not yet made on.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 import torch
 
 from ...models.subscale import SubscaleWaveRNN
+from ..base import Engine, EngineStream, SampleWindow
 from .wavernn import GraphStepper, _mm_float32
 from .wavernn_pack import WaveRNNPack
 
@@ -80,8 +87,10 @@ class ContextWeights:
         return self.lookback + 1
 
 
-def step_tables(weights: ContextWeights, num_samples: int, steps: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Per-step index tables of an utterance of `num_samples` samples, `steps` steps from t = -F.
+def step_tables(
+    weights: ContextWeights, num_samples: int, steps: int, device: torch.device, first: int = 0
+) -> dict[str, torch.Tensor]:
+    """Per-step index tables of an utterance of `num_samples` samples, `steps` steps from t = first - F.
 
     The first F steps (t < 0) only advance the context (no sub-tensor runs yet), as `start_state`
     does. Row u is step t = u - F; sub-tensor s is at position i = t - s(F + 1) and computes its
@@ -102,7 +111,7 @@ def step_tables(weights: ContextWeights, num_samples: int, steps: int, device: t
     B, Fh, K = weights.factor, weights.horizon, weights.kernel
     positions = -(-num_samples // B)
     sub = torch.arange(B, device=device)
-    t = torch.arange(steps, device=device).unsqueeze(1) - Fh  # [S, 1]
+    t = torch.arange(first, first + steps, device=device).unsqueeze(1) - Fh  # [S, 1]
     position = t - sub * (Fh + 1)  # [S, B]
     coordinate = position + Fh
     back = torch.arange(K - 1, -1, -1, device=device)  # tap k reads coordinate - (K - 1 - k) * dilation
@@ -126,6 +135,24 @@ def step_tables(weights: ContextWeights, num_samples: int, steps: int, device: t
         "sample": torch.where(in_signal, index, 0),
         "out": torch.where(in_signal, index, num_samples),
     }
+
+
+def idle_rows(weights: ContextWeights, tables: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """Tables whose rows from `count` on are steps that change nothing (a stream's chunk padding).
+
+    Such a row runs no sub-tensor and writes only the rings' scratch slots (the coordinate past each
+    ring, `SubscaleGraphStepper`), so a chunk of steps may stop anywhere in the order and go on later.
+    """
+    B = weights.factor
+    sub = torch.arange(B, device=tables["running"].device)
+    tables = {name: table.clone() for name, table in tables.items()}
+    for name in ("in_read", "hidden_read", "sample"):
+        tables[name][count:] = 0
+    for name in ("live", "in_signal", "running"):
+        tables[name][count:] = False
+    tables["hidden_write"][count:] = weights.hidden_ring * B + sub
+    tables["input_write"][count:] = weights.input_ring * B + sub
+    return tables
 
 
 class SubscaleGraphStepper(GraphStepper):
@@ -155,9 +182,10 @@ class SubscaleGraphStepper(GraphStepper):
         streams = batch * B
         self.hidden = torch.zeros(streams, pack.hidden, device=dev)
         self.prev = torch.full((streams,), pack.silence, dtype=torch.long, device=dev)
-        self.input_ring = torch.zeros(batch, context.input_ring, B, 2, device=dev)
+        # Each ring has one more coordinate than it keeps: the scratch slots the rows of `idle_rows` write.
+        self.input_ring = torch.zeros(batch, context.input_ring + 1, B, 2, device=dev)
         self.hidden_rings = [
-            torch.zeros(batch, context.hidden_ring * B, C, device=dev) for _ in range(1 + len(context.dilations))
+            torch.zeros(batch, (context.hidden_ring + 1) * B, C, device=dev) for _ in range(1 + len(context.dilations))
         ]
         self.cond = torch.zeros(batch, steps, B, pack.w_cond.shape[1], device=dev)
         self.noise = torch.full((batch, steps, B, 2), 0.5, device=dev)
@@ -305,3 +333,70 @@ class SubscaleSampler:
         noise = torch.full((batch, total, 2), 0.5, device=dev)
         self._run(cond.to(dev), noise, 1.0, targets, logits)
         return logits[:, :total]
+
+
+class SubscaleSamplerStream(EngineStream):
+    """A stream over its own sampler: the whole utterance's staggered order run as conditioning arrives.
+
+    Each chunk runs the rows of the step tables its conditioning allows (`model.stream_steps`, after
+    the F rows that start the context), built for a signal as long as what has arrived (the rows are
+    those of any longer one), in chunks of the stepper's steps, the last padded with `idle_rows`. It
+    returns the samples made up to the first one still missing (`model.stream_made`); `finish` runs
+    the rest of the order with the end where it fell. The per-sample conditioning, noise and samples
+    are kept on the device from the first sample not yet made on (and the last one that has arrived:
+    a slot past the end reads some row) in a `SampleWindow`. The host reads no device value.
+    """
+
+    def __init__(self, sampler: SubscaleSampler, batch: int, temperature: float) -> None:
+        self.sampler, self.model, self.temperature = sampler, sampler.model, temperature
+        self.stepper, self.device = sampler.stepper, sampler.pack.recurrent.device
+        self.stepper.reset()
+        self.row = 0  # the next row of the step tables (step row - F)
+        self.returned = 0  # samples returned
+        width = sampler.pack.w_cond.shape[1]
+        self.window = SampleWindow(
+            batch, self.device, cond=((width,), torch.float32), noise=((2,), torch.float32), samples=((), torch.long)
+        )
+
+    @torch.inference_mode()
+    def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        Engine.check_inputs(self.model, cond, noise)
+        per_sample = self.sampler.per_sample(cond.to(self.device))
+        self.window.append(cond=per_sample, noise=noise.to(self.device, torch.float32))
+        return self._advance(ended=False)
+
+    @torch.inference_mode()
+    def finish(self) -> torch.Tensor | None:
+        return self._advance(ended=True) if self.window.end else None
+
+    def _advance(self, ended: bool) -> torch.Tensor:
+        model, window, stepper = self.model, self.window, self.stepper
+        weights, B, Fh = stepper.context, model.subscale, model.horizon
+        known, origin, length = window.end, window.origin, window.length
+        batch, chunk = window.batch, stepper.steps
+        last = Fh + model.stream_steps(known, ended)
+        cond, noise = window.rows("cond"), window.rows("noise")
+        # the window's samples and a last column where the chunks' slots outside the signal go
+        samples = torch.cat([window.rows("samples"), window.rows("samples").new_zeros(batch, 1)], dim=1)
+        while self.row < last:
+            count = min(chunk, last - self.row)
+            tables = step_tables(weights, known, chunk, self.device, first=self.row)
+            if count < chunk:
+                tables = idle_rows(weights, tables, count)
+            inside = tables["in_signal"]
+            rows = torch.where(inside, tables["sample"] - origin, 0).flatten()  # [S * B] rows of the window
+            stepper.load(
+                tables,
+                cond.index_select(1, rows).view(batch, chunk, B, -1),
+                noise.index_select(1, rows).view(batch, chunk, B, 2),
+            )
+            stepper.run_chunk(self.temperature)
+            where = torch.where(inside, tables["sample"] - origin, length).flatten()
+            samples.index_copy_(1, where, stepper.samples.flatten(1, 2))
+            self.row += count
+        window.rows("samples").copy_(samples[:, :length])
+        made = model.stream_made(self.row - Fh, known)
+        out = window.rows("samples")[:, self.returned - origin : made - origin].clone()
+        self.returned = made
+        window.drop(min(made, known - 1) - origin)  # keep the last row: a slot past the end reads one
+        return out
