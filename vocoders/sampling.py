@@ -10,10 +10,15 @@ from __future__ import annotations
 import torch
 
 
-def sample_categorical(logits: torch.Tensor, uniform: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def sample_categorical(
+    logits: torch.Tensor, uniform: torch.Tensor, temperature: float = 1.0, floor: float = 0.0
+) -> torch.Tensor:
     """Inverse-CDF sampling.
 
     logits: [B, K]; uniform: [B] in [0, 1); temperature 0 means argmax.
+    floor: LPCNet's sampling floor, a probability subtracted from every class (those below it never
+        drawn, the rest renormalised), which keeps rare far-off classes (clicks) out; 0 = off,
+        else in (0, 1 / K).
     Returns class indices [B] int64: the first k with cdf[k] > u * cdf[K-1].
     """
     if temperature <= 0.0:
@@ -21,6 +26,8 @@ def sample_categorical(logits: torch.Tensor, uniform: torch.Tensor, temperature:
     z = logits.double() / temperature
     weights = torch.exp(z - z.max(dim=-1, keepdim=True).values)
     cdf = torch.cumsum(weights, dim=-1)
+    if floor > 0.0:  # normalised by the running sum's last value, as the compiled loops do
+        cdf = torch.cumsum((weights / cdf[..., -1:] - floor).clamp_(min=0.0), dim=-1)
     threshold = uniform.double().unsqueeze(-1) * cdf[..., -1:]
     index = (cdf <= threshold).sum(dim=-1)
     return index.clamp_(max=logits.shape[-1] - 1)

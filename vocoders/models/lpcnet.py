@@ -71,6 +71,9 @@ class LPCNet(VocoderModel):
         lpc_order: predictor order (16 at 16-24 kHz).
         preemphasis: alpha of the pre-emphasis (LPCNet: 0.85).
         lag_window_hz: Gaussian lag window of the autocorrelation (see `vocoders.lpc.lpc_from_mel`).
+        sampling_floor: LPCNet's sampling floor, a probability subtracted from every excitation class
+            at generation (`sampling.sample_categorical`); 0 = off. A setting of generation, not of
+            the weights: change it on a loaded model.
         injected_noise: LPCNet's noise injection in training, the largest standard deviation (in mu-law
             classes) of the noise added to the excitation that re-synthesises the network's inputs;
             each training sequence draws its own level in [0, injected_noise]. 0 = off.
@@ -93,6 +96,7 @@ class LPCNet(VocoderModel):
         preemphasis: float = 0.85,
         lag_window_hz: float = 50.0,
         injected_noise: float = 0.0,
+        sampling_floor: float = 0.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -114,6 +118,9 @@ class LPCNet(VocoderModel):
         if injected_noise < 0:
             raise ValueError(f"injected_noise must be >= 0, got {injected_noise}")
         self.injected_noise = float(injected_noise)
+        if not 0.0 <= sampling_floor < 1.0 / EXCITATION_CLASSES:
+            raise ValueError(f"sampling_floor must be in [0, 1/{EXCITATION_CLASSES}), got {sampling_floor}")
+        self.sampling_floor = float(sampling_floor)
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
@@ -143,6 +150,7 @@ class LPCNet(VocoderModel):
             "preemphasis": self.preemphasis,
             "lag_window_hz": self.lag_window_hz,
             "injected_noise": self.injected_noise,
+            "sampling_floor": self.sampling_floor,
         }
 
     @property
@@ -321,7 +329,7 @@ class LPCNet(VocoderModel):
             signal = pcm_values(forced)
             excitation = mulaw_encode(signal - prediction, EXCITATION_CLASSES)
         else:
-            excitation = sample_categorical(logits, noise_t[:, 0], temperature)
+            excitation = sample_categorical(logits, noise_t[:, 0], temperature, self.sampling_floor)
             sample = pcm_classes(prediction + mulaw_decode(excitation, EXCITATION_CLASSES))
             signal = pcm_values(sample)
         history = torch.cat([signal.unsqueeze(1), history[:, :-1]], dim=1)

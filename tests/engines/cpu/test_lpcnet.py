@@ -209,3 +209,16 @@ def test_pcm_classes_equal_the_models():
 def test_auto_skips_the_lpcnet_loop_for_weights_it_does_not_offer(tiny_lpcnet):
     with pytest.raises(RuntimeError, match="no bfloat16 weights"):
         make_engine("auto", tiny_lpcnet, dtype="bfloat16")
+
+
+def test_the_sampling_floor_is_the_references_and_changes_the_draws(inputs):
+    """LPCNet's sampling floor: the compiled loop draws what the reference draws, and not what it
+    draws without the floor."""
+    _, cond, noise = inputs
+    floored = small()
+    floored.sampling_floor = 0.003
+    reference = make_engine("reference", floored).generate(cond, noise, 1.0)
+    assert torch.equal(make_engine("cpu", floored).generate(cond, noise, 1.0), reference)
+    assert not torch.equal(reference, make_engine("reference", small()).generate(cond, noise, 1.0))
+    with pytest.raises(ValueError, match="sampling_floor"):
+        LPCNet(hidden_size=8, sampling_floor=0.01)

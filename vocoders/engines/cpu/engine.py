@@ -214,7 +214,6 @@ class CpuEngine(Engine):
         previous [B] int64), read and updated in place (a stream carries it between calls), or None
         to start from zeros and silence.
         """
-        model = self.model
         batch, frames, _ = projected.shape
         steps = samples.shape[1]
         if state is None:

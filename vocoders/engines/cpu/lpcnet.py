@@ -48,10 +48,11 @@ from ...models.lpcnet_numba import (  # noqa: F401  (re-exported for the tests)
     pcm_value,
 )
 from ..base import Engine, EngineStream
-from .numba_ops import sample_inverse_cdf
+from .numba_ops import sample_inverse_cdf_floored
 
 # Samples per call into the loop; the state carries over, and Ctrl-C is honoured between calls.
 CHUNK_STEPS = 8192
+
 
 # ---- the loop --------------------------------------------------------------------------------------
 @njit(inline="always")
@@ -112,6 +113,7 @@ def lpcnet_loop(
     lpc,  # [B, F, order] f32 each frame's predictor
     noise,  # [B, T] f32 uniform
     temperature,
+    floor,  # the sampling floor (`LPCNet.sampling_floor`; 0 = off)
     forced,  # [B, T] int64 PCM classes to feed back, or [B, 0] to sample
     hidden,  # [B, H] f32 state, updated in place
     history,  # [B, order] f32 s_{t-1}, s_{t-2}, ..., updated in place
@@ -186,7 +188,7 @@ def lpcnet_loop(
                 signal = pcm_value(sample)
                 e = mulaw_class(signal - p, thresholds)
             else:
-                e = sample_inverse_cdf(logits[b], noise[b, t], temperature, cdf)
+                e = sample_inverse_cdf_floored(logits[b], noise[b, t], temperature, floor, cdf)
                 sample = pcm_class(p + decoded[e])
                 signal = pcm_value(sample)
             samples_out[b, t] = sample
@@ -300,8 +302,8 @@ class LPCNetCPUEngine(Engine):
             lpcnet_loop(
                 self.table_s, self.table_p, self.table_e, self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
-                projected, lpc, noise, float(temperature), forced, hidden, history, excitation,
-                samples, logits, begin, min(begin + CHUNK_STEPS, steps),
+                projected, lpc, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
+                history, excitation, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
 

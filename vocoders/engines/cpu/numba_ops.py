@@ -134,3 +134,28 @@ def sample_inverse_cdf(logits, uniform, temperature, cdf):
         if cdf[k] <= threshold:
             count += 1
     return min(count, n - 1)
+
+
+@njit(inline="always")
+def sample_inverse_cdf_floored(logits, uniform, temperature, floor, cdf):
+    """`sample_inverse_cdf` with `sampling.sample_categorical`'s probability floor (floor > 0)."""
+    n = logits.shape[0]
+    if temperature <= 0.0 or floor <= 0.0:
+        return sample_inverse_cdf(logits, uniform, temperature, cdf)
+    top = -np.inf
+    for k in range(n):
+        top = max(top, np.float64(logits[k]) / temperature)
+    total = 0.0
+    for k in range(n):
+        total += np.exp(np.float64(logits[k]) / temperature - top)
+        cdf[k] = total
+    running = 0.0
+    for k in range(n):  # each class's weight again (the same exp), over the running total as torch divides
+        running += max(np.exp(np.float64(logits[k]) / temperature - top) / total - floor, 0.0)
+        cdf[k] = running
+    threshold = np.float64(uniform) * running
+    count = 0
+    for k in range(n):
+        if cdf[k] <= threshold:
+            count += 1
+    return min(count, n - 1)
