@@ -109,6 +109,29 @@ def sigmoid32(x):
 
 
 @njit(inline="always")
+def _softmax_cdf(logits, temperature, cdf):
+    """cdf[k] = running sum of exp(logits / temperature - max) in float64; returns (max, total)."""
+    top = -np.inf
+    for k in range(logits.shape[0]):
+        top = max(top, np.float64(logits[k]) / temperature)
+    total = 0.0
+    for k in range(logits.shape[0]):
+        total += np.exp(np.float64(logits[k]) / temperature - top)
+        cdf[k] = total
+    return top, total
+
+
+@njit(inline="always")
+def _draw(cdf, n, threshold):
+    """The first class whose running sum passes `threshold` (the count of those at or below it)."""
+    count = 0
+    for k in range(n):
+        if cdf[k] <= threshold:
+            count += 1
+    return min(count, n - 1)
+
+
+@njit(inline="always")
 def sample_inverse_cdf(logits, uniform, temperature, cdf):
     """The class an inverse-CDF draw picks, as `sampling.sample_categorical` (float64 CDF).
 
@@ -121,19 +144,8 @@ def sample_inverse_cdf(logits, uniform, temperature, cdf):
             if logits[k] > logits[best]:
                 best = k
         return best
-    top = -np.inf
-    for k in range(n):
-        top = max(top, np.float64(logits[k]) / temperature)
-    total = 0.0
-    for k in range(n):
-        total += np.exp(np.float64(logits[k]) / temperature - top)
-        cdf[k] = total
-    threshold = np.float64(uniform) * total
-    count = 0
-    for k in range(n):
-        if cdf[k] <= threshold:
-            count += 1
-    return min(count, n - 1)
+    _, total = _softmax_cdf(logits, temperature, cdf)
+    return _draw(cdf, n, np.float64(uniform) * total)
 
 
 @njit(inline="always")
@@ -142,20 +154,9 @@ def sample_inverse_cdf_floored(logits, uniform, temperature, floor, cdf):
     n = logits.shape[0]
     if temperature <= 0.0 or floor <= 0.0:
         return sample_inverse_cdf(logits, uniform, temperature, cdf)
-    top = -np.inf
-    for k in range(n):
-        top = max(top, np.float64(logits[k]) / temperature)
-    total = 0.0
-    for k in range(n):
-        total += np.exp(np.float64(logits[k]) / temperature - top)
-        cdf[k] = total
+    top, total = _softmax_cdf(logits, temperature, cdf)
     running = 0.0
     for k in range(n):  # each class's weight again (the same exp), over the running total as torch divides
         running += max(np.exp(np.float64(logits[k]) / temperature - top) / total - floor, 0.0)
         cdf[k] = running
-    threshold = np.float64(uniform) * running
-    count = 0
-    for k in range(n):
-        if cdf[k] <= threshold:
-            count += 1
-    return min(count, n - 1)
+    return _draw(cdf, n, np.float64(uniform) * running)
