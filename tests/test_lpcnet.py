@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vocoders.audio import mulaw_decode, mulaw_encode, preemphasize
 from vocoders.engines import make_engine
@@ -134,3 +135,113 @@ def test_the_compiled_re_synthesis_equals_the_pytorch_loop():
     compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables())
     for fast, slow in zip(compiled, noisy_history_reference(clean, lpc, offsets), strict=True):
         assert torch.equal(torch.from_numpy(fast), slow)
+
+
+# ---- long-term prediction --------------------------------------------------------------------------
+def _pulse_train(period: int, frames: int) -> torch.Tensor:
+    """[1, frames * 256] a decaying resonance re-excited every `period` samples."""
+    t = torch.arange(frames * 256, dtype=torch.float64)
+    phase = torch.remainder(t, period)
+    return (0.3 * torch.exp(-phase / 40.0) * torch.cos(2 * math.pi * phase / 18.0)).float().unsqueeze(0)
+
+
+def test_pitch_taps_read_the_excitation_one_period_back():
+    model = small(pitch_taps=3)
+    mel = model.pad_mel(torch.randn(1, 80, 6) - 4)
+    frame_cond = model.conditioning(mel)
+    assert frame_cond.shape[-1] == 8 + 16 + 1
+    lags = frame_cond[0, :, -1]
+    assert torch.all((lags >= model.periods.min_lag) & (lags <= model.periods.max_lag))
+    assert torch.equal(lags, lags.round())
+    cond = model.upsample(frame_cond)
+    past = torch.randint(0, 256, (1, cond.shape[1]))
+    taps = model._taps(cond, past)
+    assert taps.shape == (1, cond.shape[1], 3)
+    for t in (0, 10, 300, 700, 1535):
+        period = int(cond[0, t, -1])
+        for j, k in enumerate((-1, 0, 1)):
+            expected = past[0, t - period + k] if t - period + k >= 0 else 128
+            assert int(taps[0, t, j]) == int(expected)
+
+
+@pytest.mark.parametrize("phase", [0, 8])
+def test_training_feeds_the_true_pitch_and_teaches_the_head(phase):
+    model = small(pitch_taps=3, pitch_phase=phase)
+    audio = _pulse_train(150, 8)
+    mel = model.pad_mel(torch.randn(1, 80, 8) - 4)
+    periods, voiced, complete = model.true_periods(audio)
+    assert periods.shape == voiced.shape == complete.shape == (1, 8)
+    assert (voiced & complete).sum() >= 3 and torch.all(periods[voiced & complete] == 150)
+    truth = (periods, voiced)
+    _, _, frame_cond = model._teacher_forced(mel, model.encode(audio), pitch=truth)
+    u, channel = model.upsample_context, model.period_channel
+    assert torch.equal(frame_cond[0, u : u + 8, channel], periods[0].float())
+    if phase:
+        assert torch.equal(frame_cond[0, u : u + 8, channel + 1], voiced[0].float())
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for step in range(20):
+        loss, parts = model.loss(mel, audio)
+        if step == 0:
+            first = parts
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    expected = {"excitation_ce", "period_ce", "period_within_50c", "voiced"} | ({"vuv_agree"} if phase else set())
+    assert set(parts) == expected
+    assert first["period_ce"] > parts["period_ce"] + 1.0
+    assert parts["period_within_50c"] == 1.0
+    period, voiced_out = model.predicted_pitch(model.conditioning(mel)[:, u : u + 8, : model.cond_channels])
+    on = (voiced & complete)[0]
+    assert torch.all((1200 * torch.log2(period[0][on].float() / 150)).abs() <= 50)  # generation uses the head
+    if phase:
+        assert parts["vuv_agree"] == 1.0 and torch.equal(voiced_out[0][complete[0]], voiced[0][complete[0]])
+
+
+def test_the_phase_input_follows_the_true_pulses_in_training_and_the_clock_in_generation():
+    from vocoders.features import MelSpectrogram
+
+    model = small(pitch_phase=8)
+    audio = _pulse_train(150, 8)
+    mel = model.pad_mel(MelSpectrogram(model.mel_config)(audio))
+    periods, voiced, _ = model.true_periods(audio)
+    frame_cond = model.conditioning(mel).detach()
+    u = model.upsample_context
+    frame_cond[:, u : u + 8, model.period_channel] = periods.float()
+    frame_cond[:, u : u + 8, model.period_channel + 1] = voiced.float()
+    cond = model.upsample(frame_cond)
+    _, excitation = model._inputs(cond, model.encode(audio))
+    trained = model._phases(cond, excitation)
+    clock = model._phases(cond, None)
+    voiced_samples = voiced.repeat_interleave(256, dim=1)
+    assert torch.all(trained[~voiced_samples] == 8) and torch.all(clock[~voiced_samples] == 8)
+    # In training the cycle restarts at the residual's pulses, one period apart (within a sample:
+    # the mel's filter is not the signal's own; `tests/test_pitch.py` has the exact case).
+    starts = torch.nonzero((trained[0] == 0) & (F.pad(trained[0], (1, 0), value=8)[:-1] != 0)).flatten()
+    assert len(starts) >= 10 and torch.all((starts.diff() - 150).abs() <= 1)
+    # The clock of generation gives the same phases as the step recurrence.
+    state = model.initial_state(1, "cpu")
+    with torch.no_grad():
+        for t in range(cond.shape[1]):
+            _, _, _, _, before = state
+            state, _, _ = model.step(state, cond[:, t], torch.full((1, 1), 0.5), 1.0)
+            n = 0 if int(before) >= int(cond[0, t, model.period_channel]) else int(before)
+            expected = n * 8 // int(cond[0, t, model.period_channel]) if voiced_samples[0, t] else 8
+            assert int(clock[0, t]) == expected
+
+
+def test_noise_injection_trains_the_taps_and_the_period_head():
+    model = small(pitch_taps=3, injected_noise=3.0).train()
+    audio = _pulse_train(120, 6).repeat(2, 1)
+    mel = model.pad_mel(torch.randn(2, 80, 6) - 4)
+    loss, _ = model.loss(mel, audio)
+    loss.backward()
+    assert model.embed_taps.weight.grad.abs().sum() > 0 and model.period_head[0].weight.grad.abs().sum() > 0
+
+
+def test_bad_pitch_settings_are_refused():
+    with pytest.raises(ValueError, match="pitch_taps"):
+        small(pitch_taps=2)
+    with pytest.raises(ValueError, match="fmin"):
+        small(pitch_taps=3, pitch_fmin=400.0, pitch_fmax=100.0)
+    with pytest.raises(ValueError, match="pitch_phase"):
+        small(pitch_phase=-1)

@@ -17,12 +17,19 @@ def linear_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     padded with zero rows first.
     """
     shape = x.shape
-    rows = x.reshape(-1, shape[-1])
-    count = rows.shape[0]
-    if count < MIN_ROWS:
-        rows = torch.cat([rows, rows.new_zeros(MIN_ROWS - count, rows.shape[1])])
-    out = torch.nn.functional.linear(rows, weight.reshape(weight.shape[0], -1), bias)[:count]
+    out = linear_2d(x.reshape(-1, shape[-1]), weight, bias)
     return out.reshape(*shape[:-1], out.shape[-1])
+
+
+def linear_2d(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`linear_rows` of rows [M, K] -> [M, N], without the reshapes (a stream calls it per chunk)."""
+    count = rows.shape[0]
+    if weight.dim() != 2:
+        weight = weight.reshape(weight.shape[0], -1)
+    if count >= MIN_ROWS:
+        return torch.nn.functional.linear(rows, weight, bias)
+    rows = torch.cat([rows, rows.new_zeros(MIN_ROWS - count, rows.shape[1])])
+    return torch.nn.functional.linear(rows, weight, bias)[:count]
 
 
 class ResidualBlock1x1(nn.Module):
@@ -34,8 +41,12 @@ class ResidualBlock1x1(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inner = torch.relu(linear_rows(x, self.conv1.weight, self.conv1.bias))
-        return x + linear_rows(inner, self.conv2.weight, self.conv2.bias)
+        return self.rows(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on rows [M, C] -> [M, C] (the same numbers as `forward`, fewer calls)."""
+        inner = linear_2d(x, self.conv1.weight, self.conv1.bias).relu_()
+        return linear_2d(inner, self.conv2.weight, self.conv2.bias).add_(x)  # x + ..., added in place
 
 
 class ConditioningNetwork(nn.Module):
@@ -59,8 +70,12 @@ class ConditioningNetwork(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         kernel = self.conv_in.kernel_size[0]
         windows = mel.unfold(2, kernel, 1).transpose(1, 2)  # [B, F, n_mels, kernel], as the conv weight
-        x = torch.relu(linear_rows(windows.reshape(*windows.shape[:2], -1), self.conv_in.weight, self.conv_in.bias))
-        return self.blocks(x)
+        batch, frames = windows.shape[:2]
+        # Every layer works on the [B * F, C] rows: one product each, no reshapes or module calls between.
+        x = linear_2d(windows.reshape(batch * frames, -1), self.conv_in.weight, self.conv_in.bias).relu_()
+        for block in self.blocks:
+            x = block.rows(x)
+        return x.reshape(batch, frames, -1)
 
 
 class FrameUpsampler(nn.Module):

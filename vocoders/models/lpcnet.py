@@ -13,9 +13,27 @@ excitation class beside the conditioning features:
 
 Samples are the 16-bit PCM classes of the pre-emphasised signal s (so teacher forcing feeds the
 true s and the step recomputes the excitation class from it); `decode` undoes the pre-emphasis.
-The conditioning carries the predictor as its last `lpc_order` channels, one filter per frame
+The conditioning carries the predictor as its next `lpc_order` channels, one filter per frame
 (the upsampler repeats it over the frame's samples; interpolating direct-form filters could make
 them unstable).
+
+Long-term prediction (`pitch_taps` = K > 0, odd): voiced excitation is a pulse train, so the
+excitation one pitch period T back predicts the next pulse far better than any memory the GRU has
+to learn. The GRU then also reads embeddings of the K excitation classes around t - T,
+
+    x_t += [E_k e_{t-T+k}  for k in -(K-1)/2 .. (K-1)/2]
+
+with T the frame's period. Training takes T from the true audio (`vocoders.pitch.frame_periods`)
+and teaches a period head on the conditioning features to predict it (cross-entropy over the lags,
+targets smoothed over +-25 cents, on voiced frames); generation uses the head's most likely lag,
+carried as a conditioning channel after the predictor (repeated over the frame, like it).
+
+Pulse phase (`pitch_phase` = P bins > 0): the GRU also reads an embedding of where t lies in the
+pitch cycle, (samples since the last pulse) * P // period, or an unvoiced class P. Training takes
+the pulses from the true excitation (its energy peaks one period apart, `vocoders.pitch.pulse_phases`),
+so the input tells the network when the excitation pulses; generation runs a pulse clock at the
+period the head predicts (`vocoders.pitch.free_running_phases`), and the head also decides voicing
+(one more class, carried as a 0/1 channel after the period), so pitch and voicing follow the mel.
 """
 
 from __future__ import annotations
@@ -38,6 +56,7 @@ from ..audio import (
 )
 from ..features import MelConfig
 from ..lpc import lpc_from_mel, predict, predict_step
+from ..pitch import PeriodRange, frame_periods, free_running_phases, pulse_phases, voiced_frames
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
 from .layers import ConditioningNetwork, FrameUpsampler
@@ -77,6 +96,10 @@ class LPCNet(VocoderModel):
         injected_noise: LPCNet's noise injection in training, the largest standard deviation (in mu-law
             classes) of the noise added to the excitation that re-synthesises the network's inputs;
             each training sequence draws its own level in [0, injected_noise]. 0 = off.
+        pitch_taps: excitation taps around one pitch period back (odd; 0 = no long-term prediction).
+        pitch_phase: bins of the pulse-phase input (0 = none).
+        pitch_fmin, pitch_fmax: the pitch range in Hz the period head chooses from.
+        period_weight: weight of the period head's cross-entropy in the loss.
     """
 
     name = "lpcnet"
@@ -97,6 +120,11 @@ class LPCNet(VocoderModel):
         lag_window_hz: float = 50.0,
         injected_noise: float = 0.0,
         sampling_floor: float = 0.0,
+        pitch_taps: int = 0,
+        pitch_phase: int = 0,
+        pitch_fmin: float = 60.0,
+        pitch_fmax: float = 500.0,
+        period_weight: float = 0.5,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -121,13 +149,31 @@ class LPCNet(VocoderModel):
         if not 0.0 <= sampling_floor < 1.0 / EXCITATION_CLASSES:
             raise ValueError(f"sampling_floor must be in [0, 1/{EXCITATION_CLASSES}), got {sampling_floor}")
         self.sampling_floor = float(sampling_floor)
+        if pitch_taps < 0 or (pitch_taps and pitch_taps % 2 == 0):
+            raise ValueError(f"pitch_taps must be 0 or odd, got {pitch_taps}")
+        self.pitch_taps = int(pitch_taps)
+        if pitch_phase < 0:
+            raise ValueError(f"pitch_phase must be >= 0, got {pitch_phase}")
+        self.pitch_phase = int(pitch_phase)
+        self.pitch_fmin, self.pitch_fmax = float(pitch_fmin), float(pitch_fmax)
+        self.period_weight = float(period_weight)
+        self.periods = PeriodRange(self.sample_rate, self.pitch_fmin, self.pitch_fmax)
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
         self.embed_signal = nn.Embedding(EXCITATION_CLASSES, embedding)
         self.embed_prediction = nn.Embedding(EXCITATION_CLASSES, embedding)
         self.embed_excitation = nn.Embedding(EXCITATION_CLASSES, embedding)
-        H, inputs = hidden_size, 3 * embedding + cond_channels
+        if self.pitch_taps:
+            # One table for all taps: tap j's class c is row j * 256 + c.
+            self.embed_taps = nn.Embedding(self.pitch_taps * EXCITATION_CLASSES, embedding)
+        if self.pitch_phase:
+            self.embed_phase = nn.Embedding(self.pitch_phase + 1, embedding)
+        if self.uses_pitch:
+            # Lags min_lag..max_lag, and with the phase input one class more: unvoiced.
+            head_classes = self.periods.classes + (1 if self.pitch_phase else 0)
+            self.period_head = nn.Sequential(nn.Linear(cond_channels, 256), nn.ReLU(), nn.Linear(256, head_classes))
+        H, inputs = hidden_size, self.embedded_inputs * embedding + cond_channels
         bound = 1.0 / math.sqrt(H)
         self.gru_weight_ih = nn.Parameter(torch.empty(3 * H, inputs).uniform_(-bound, bound))
         self.gru_weight_hh = nn.Parameter(torch.empty(3 * H, H).uniform_(-bound, bound))
@@ -151,6 +197,11 @@ class LPCNet(VocoderModel):
             "lag_window_hz": self.lag_window_hz,
             "injected_noise": self.injected_noise,
             "sampling_floor": self.sampling_floor,
+            "pitch_taps": self.pitch_taps,
+            "pitch_phase": self.pitch_phase,
+            "pitch_fmin": self.pitch_fmin,
+            "pitch_fmax": self.pitch_fmax,
+            "period_weight": self.period_weight,
         }
 
     @property
@@ -182,33 +233,125 @@ class LPCNet(VocoderModel):
         return 1 << (PCM_BITS - 1)
 
     # ---- conditioning ------------------------------------------------------------------------
+    @property
+    def uses_pitch(self) -> bool:
+        """Whether the model has a period head (taps or phase)."""
+        return self.pitch_taps > 0 or self.pitch_phase > 0
+
+    @property
+    def embedded_inputs(self) -> int:
+        """Embedded inputs of the GRU: s_{t-1}, p_t, e_{t-1}, the taps, the phase."""
+        return 3 + self.pitch_taps + (1 if self.pitch_phase else 0)
+
+    @property
+    def frame_channels(self) -> int:
+        """Channels after the features that hold per-frame values: the predictor, then the period if
+        the model has a head, then the voicing (0/1) if it has the phase input."""
+        return self.lpc_order + (1 if self.uses_pitch else 0) + (1 if self.pitch_phase else 0)
+
+    @property
+    def period_channel(self) -> int:
+        """Index of the period channel in the conditioning."""
+        return self.cond_channels + self.lpc_order
+
+    @property
+    def tap_offsets(self) -> range:
+        """k of the taps e_{t-T+k}, in the order of `embed_taps`' blocks."""
+        half = self.pitch_taps // 2
+        return range(-half, half + 1) if self.pitch_taps else range(0)
+
+    @property
+    def excitation_memory(self) -> int:
+        """Past excitation classes the taps may read: e_{t-1} .. e_{t-R} (0 without taps)."""
+        return self.periods.max_lag + self.pitch_taps // 2 if self.pitch_taps else 0
+
+    def period_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features [B, F, D] -> logits [B, F, classes (+ 1)]: the lags min_lag..max_lag (and unvoiced)."""
+        return self.period_head(features)
+
+    def predicted_pitch(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(period [B, F] int64, voiced [B, F] bool) the head gives for frame features [B, F, D]: the most
+        likely lag, and voiced unless the unvoiced class beats every lag (always voiced without phase)."""
+        logits = self.period_logits(features)
+        lags = self.periods.classes
+        period = logits[..., :lags].argmax(-1) + self.periods.min_lag
+        if not self.pitch_phase:
+            return period, torch.ones_like(period, dtype=torch.bool)
+        return period, logits.argmax(-1) != lags
+
     def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2u, D + lpc_order]: features, then each frame's predictor."""
+        """mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2u, D + frame_channels]: features, each frame's
+        predictor, and with taps the period the head predicts (in samples)."""
         features = self.cond_net(mel)
         c = self.cond_net.context
         framed = mel[..., c : mel.shape[-1] - c] if c else mel
         with torch.no_grad():
             lpc = lpc_from_mel(framed, self.mel_config, self.lpc_order, self.preemphasis, self.lag_window_hz)
-        return torch.cat([features, lpc.to(features.dtype)], dim=-1)
+            parts = [features, lpc.to(features.dtype)]
+            if self.uses_pitch:
+                period, voiced = self.predicted_pitch(features)
+                parts.append(period.unsqueeze(-1).to(features.dtype))
+                if self.pitch_phase:
+                    parts.append(voiced.unsqueeze(-1).to(features.dtype))
+        return torch.cat(parts, dim=-1)
 
     def upsample(self, cond: torch.Tensor) -> torch.Tensor:
-        """[B, F + 2u, D + order] -> [B, F * hop, D + order]: features interpolated, predictors repeated."""
+        """[B, F + 2u, D + c] -> [B, F * hop, D + c]: features interpolated, predictors and periods repeated."""
         D, u = self.cond_channels, self.upsampler.context
         features = self.upsampler(cond[..., :D])
         frames = cond.shape[1] - 2 * u
-        lpc = cond[:, u : u + frames, D:].repeat_interleave(self.hop_length, dim=1)
-        return torch.cat([features, lpc.to(features.dtype)], dim=-1)
+        per_frame = cond[:, u : u + frames, D:].repeat_interleave(self.hop_length, dim=1)
+        return torch.cat([features, per_frame.to(features.dtype)], dim=-1)
 
     # ---- teacher forcing ---------------------------------------------------------------------
-    def _inputs(self, cond: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GRU inputs [B, T, 3E + D] and excitation targets [B, T] from per-sample cond and PCM targets."""
+    def _inputs(
+        self, cond: torch.Tensor, targets: torch.Tensor, true_pulses: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRU inputs [B, T, n E + D] and excitation targets [B, T] from per-sample cond and PCM targets.
+
+        true_pulses: the phase input from the pulses of the true excitation (training), else from
+        the pulse clock of generation."""
         D = self.cond_channels
         signal = pcm_values(targets)  # s_t
-        prediction = predict(signal, cond[..., D:].float())  # p_t from s_{<t}
+        prediction = predict(signal, cond[..., D : D + self.lpc_order].float())  # p_t from s_{<t}
         excitation = mulaw_encode(signal - prediction, EXCITATION_CLASSES)  # the class the net must predict
         previous_signal = F.pad(signal[:, :-1], (1, 0))
         previous_excitation = F.pad(excitation[:, :-1], (1, 0), value=EXCITATION_CLASSES // 2)
-        return self._embed(previous_signal, prediction, previous_excitation, cond[..., :D]), excitation
+        taps, phase = self._taps(cond, excitation), self._phases(cond, excitation if true_pulses else None)
+        x = self._embed(previous_signal, prediction, previous_excitation, cond[..., :D], taps, phase)
+        return x, excitation
+
+    def _frame_pitch(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(period [B, F], voiced [B, F]) read back from per-sample cond [B, F * hop, ..] (frames' first samples)."""
+        firsts = cond[:, :: self.hop_length]
+        period = firsts[..., self.period_channel].round().long()
+        voiced = firsts[..., self.period_channel + 1] > 0.5 if self.pitch_phase else torch.ones_like(period).bool()
+        return period, voiced
+
+    def _phases(self, cond: torch.Tensor, excitation: torch.Tensor | None) -> torch.Tensor | None:
+        """Phase classes [B, T] (None without the phase input): from the pulses of `excitation` (the
+        true classes) when given, else from the generation clock."""
+        if not self.pitch_phase:
+            return None
+        period, voiced = self._frame_pitch(cond)
+        if excitation is None:
+            return free_running_phases(period, voiced, self.hop_length, self.pitch_phase)[0]
+        residual = mulaw_decode(excitation, EXCITATION_CLASSES)
+        return pulse_phases(residual, period, voiced, self.hop_length, self.pitch_phase)
+
+    def _taps(self, cond: torch.Tensor, past: torch.Tensor) -> torch.Tensor | None:
+        """Tap classes [B, T, K] e_{t-T_t+k} from the excitation sequence past [B, T] the network saw
+        (silence class before the sequence), or None without taps."""
+        if not self.pitch_taps:
+            return None
+        period = cond[..., self.period_channel].round().long()  # [B, T]
+        t = torch.arange(past.shape[1], device=past.device)
+        taps = []
+        for k in self.tap_offsets:
+            index = t - period + k
+            value = past.gather(1, index.clamp_min(0))
+            taps.append(torch.where(index >= 0, value, torch.full_like(value, EXCITATION_CLASSES // 2)))
+        return torch.stack(taps, dim=-1)
 
     @torch.no_grad()
     def _noisy_history(self, cond: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -221,7 +364,7 @@ class LPCNet(VocoderModel):
         Returns (s_{t-1}, p_t, e_{t-1} as fed, target e_t), each [B, T].
         """
         clean = pcm_values(targets)
-        lpc = cond[..., self.cond_channels :].float()
+        lpc = cond[..., self.cond_channels : self.period_channel].float()
         batch, steps = clean.shape
         level = torch.rand(batch, device=clean.device) * self.injected_noise
         offsets = torch.round(torch.randn(batch, steps, device=clean.device) * level.unsqueeze(1)).long()
@@ -232,55 +375,127 @@ class LPCNet(VocoderModel):
             return tuple(torch.from_numpy(a) for a in arrays)
         return noisy_history_reference(clean, lpc, offsets)
 
-    def _embed(self, signal_in, prediction, excitation_in, features) -> torch.Tensor:
-        """GRU input [.., 3E + D] from s_{t-1}, p_t (floats), e_{t-1} (classes) and the features."""
-        return torch.cat(
-            [
-                self.embed_signal(mulaw_encode(signal_in, EXCITATION_CLASSES)),
-                self.embed_prediction(mulaw_encode(prediction, EXCITATION_CLASSES)),
-                self.embed_excitation(excitation_in),
-                features,
-            ],
-            dim=-1,
-        )
+    def _embed(self, signal_in, prediction, excitation_in, features, taps=None, phase=None) -> torch.Tensor:
+        """GRU input [.., n E + D] from s_{t-1}, p_t (floats), e_{t-1} (classes), the tap classes
+        [.., K] (None without taps), the phase class [..] (None without) and the features."""
+        parts = [
+            self.embed_signal(mulaw_encode(signal_in, EXCITATION_CLASSES)),
+            self.embed_prediction(mulaw_encode(prediction, EXCITATION_CLASSES)),
+            self.embed_excitation(excitation_in),
+        ]
+        if self.pitch_taps:
+            blocks = torch.arange(self.pitch_taps, device=taps.device) * EXCITATION_CLASSES
+            parts.append(self.embed_taps(taps + blocks).flatten(-2))
+        if self.pitch_phase:
+            parts.append(self.embed_phase(phase))
+        parts.append(features)
+        return torch.cat(parts, dim=-1)
 
     def _teacher_forced(
-        self, mel: torch.Tensor, targets: torch.Tensor, noisy: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cond = self.upsample(self.conditioning(mel))
+        self,
+        mel: torch.Tensor,
+        targets: torch.Tensor,
+        noisy: bool = False,
+        pitch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(excitation logits [B, T, 256], target classes [B, T], frame conditioning [B, F + 2u, D + c]).
+
+        pitch: the true (period [B, F], voiced [B, F]) in place of the head's, and the phase input
+        from the true pulses (training); None: as generation has them.
+        """
+        frame_cond = self.conditioning(mel)
+        if pitch is not None and self.uses_pitch:
+            u, (periods, voiced) = self.upsampler.context, pitch
+            frame_cond = frame_cond.clone()
+            frame_cond[:, u : u + periods.shape[1], self.period_channel] = periods.to(frame_cond.dtype)
+            if self.pitch_phase:
+                frame_cond[:, u : u + periods.shape[1], self.period_channel + 1] = voiced.to(frame_cond.dtype)
+        cond = self.upsample(frame_cond)
         if cond.shape[1] != targets.shape[1]:
             raise ValueError(
                 f"mel gives {cond.shape[1]} samples of conditioning but the targets have {targets.shape[1]}"
             )
         if noisy:
             signal_in, prediction, excitation_in, excitation = self._noisy_history(cond, targets)
-            x = self._embed(signal_in, prediction, excitation_in, cond[..., : self.cond_channels])
+            seen = F.pad(excitation_in[:, 1:], (0, 1), value=EXCITATION_CLASSES // 2)  # e_t as the net saw it
+            phase = self._phases(cond, excitation if pitch is not None else None)
+            features = cond[..., : self.cond_channels]
+            x = self._embed(signal_in, prediction, excitation_in, features, self._taps(cond, seen), phase)
         else:
-            x, excitation = self._inputs(cond, targets)
+            x, excitation = self._inputs(cond, targets, true_pulses=pitch is not None)
         h0 = x.new_zeros(1, x.shape[0], self.hidden_size, dtype=torch.float32)
         weights = [self.gru_weight_ih, self.gru_weight_hh, self.gru_bias_ih, self.gru_bias_hh]
         with torch.autocast(x.device.type, enabled=False):  # the recurrence in float32 (see WaveRNN)
             hidden, _ = torch._VF.gru(x.float(), h0, weights, True, 1, 0.0, self.training, False, True)
-        return self.O2(torch.relu(self.O1(hidden))), excitation
+        return self.O2(torch.relu(self.O1(hidden))), excitation, frame_cond
 
     def forward_logits(self, mel: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced excitation logits [B, T, 256]."""
+        """Teacher-forced excitation logits [B, T, 256] (with taps, at the periods the head predicts)."""
         return self._teacher_forced(mel, targets)[0]
 
+    def true_periods(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(period [B, F] samples, voiced [B, F] bool, complete [B, F] bool: measured on whole windows)
+        of audio [B, F * hop]."""
+        period, correlation, complete = frame_periods(audio, self.hop_length, self.periods)
+        return period, voiced_frames(correlation, audio, self.hop_length), complete
+
     def loss(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Excitation cross-entropy (+ period_weight x the period head's, with a head).
+
+        The head learns the lag on voiced frames (targets spread over +-25 cents) and, with the phase
+        input, voicing on every frame whose window lies inside the segment."""
         noisy = self.training and self.injected_noise > 0
-        logits, excitation = self._teacher_forced(mel, self.encode(audio), noisy=noisy)
+        pitch = None
+        if self.uses_pitch:
+            with torch.no_grad():
+                periods, voiced, complete = self.true_periods(audio)
+            pitch = (periods, voiced)
+        logits, excitation, frame_cond = self._teacher_forced(mel, self.encode(audio), noisy=noisy, pitch=pitch)
         loss = F.cross_entropy(logits.float().flatten(0, 1), excitation.flatten())
-        return loss, {}
+        if not self.uses_pitch:
+            return loss, {}
+        u, frames = self.upsampler.context, periods.shape[1]
+        features = frame_cond[:, u : u + frames, : self.cond_channels]  # the head's input, with gradient
+        head = self.period_logits(features).float()
+        target = self._period_targets(periods, voiced)
+        per_frame = -(target * F.log_softmax(head, dim=-1)).sum(-1)
+        weight = (complete.float() if self.pitch_phase else voiced.float()) * complete.float()
+        period_loss = (per_frame * weight).sum() / weight.sum().clamp_min(1.0)
+        predicted, predicted_voiced = self.predicted_pitch(features.detach())
+        cents = 1200.0 * torch.log2(predicted.float() / periods.float()).abs()
+        on = (voiced & complete).float()
+        parts = {
+            "excitation_ce": float(loss.detach()),
+            "period_ce": float(period_loss.detach()),
+            "period_within_50c": float(((cents <= 50.0).float() * on).sum() / on.sum().clamp_min(1.0)),
+            "voiced": float(on.sum() / complete.float().sum().clamp_min(1.0)),
+        }
+        if self.pitch_phase:
+            agree = (predicted_voiced == voiced).float() * complete.float()
+            parts["vuv_agree"] = float(agree.sum() / complete.float().sum().clamp_min(1.0))
+        return loss + self.period_weight * period_loss, parts
+
+    def _period_targets(self, periods: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+        """Head targets [B, F, classes (+ 1)]: a Gaussian over log-lag (25 cents) around the true lag on
+        voiced frames; with the phase input the unvoiced class on the others."""
+        lags = torch.arange(self.periods.min_lag, self.periods.max_lag + 1, device=periods.device).float()
+        cents = 1200.0 * torch.log2(lags / periods.unsqueeze(-1).float())
+        target = torch.exp(-0.5 * (cents / 25.0).square())
+        target = target / target.sum(-1, keepdim=True)
+        if not self.pitch_phase:
+            return target
+        target = torch.where(voiced.unsqueeze(-1), target, torch.zeros_like(target))
+        return torch.cat([target, (~voiced).float().unsqueeze(-1)], dim=-1)
 
     # ---- cost ----------------------------------------------------------------------------------
     def step_cost(self) -> StepCost:
-        """One sample: R h, three embedding rows of the input matrix (looked up, precomputable), O1, O2,
-        the 16-tap prediction; the conditioning projection is amortised over the hop."""
+        """One sample: R h, 3 + pitch_taps embedding rows of the input matrix (looked up, precomputable),
+        O1, O2, the 16-tap prediction; the conditioning projection and the period head are amortised
+        over the hop (the head is not counted)."""
         H, D = self.hidden_size, self.cond_channels
         matrices = {
             "gru_weight_hh": (3 * H, H),
-            "gru_weight_ih_embeddings": (3 * H, 3),  # one precomputed row per embedded input
+            "gru_weight_ih_embeddings": (3 * H, self.embedded_inputs),  # one precomputed row per embedded input
             "O1": (self.out_hidden, H),
             "O2": (EXCITATION_CLASSES, self.out_hidden),
         }
@@ -292,30 +507,37 @@ class LPCNet(VocoderModel):
         )
 
     # ---- one step (reference) ----------------------------------------------------------------
-    def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(h [B, H], signal history s_{t-1}, s_{t-2}, ... [B, order], previous excitation class [B])."""
+    def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+        """(h [B, H], signal history s_{t-1}, s_{t-2}, ... [B, order], previous excitation class [B],
+        excitation memory e_{t-1}, e_{t-2}, ... [B, excitation_memory] (silence class; width 0 without taps),
+        pulse clock n [B] (samples since the last pulse, see `vocoders.pitch.free_running_phases`))."""
         hidden = torch.zeros(batch, self.hidden_size, device=device)
         history = torch.zeros(batch, self.lpc_order, device=device)
         excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=device)
-        return hidden, history, excitation
+        memory = torch.full((batch, self.excitation_memory), EXCITATION_CLASSES // 2, dtype=torch.long, device=device)
+        clock = torch.zeros(batch, dtype=torch.long, device=device)
+        return hidden, history, excitation, memory, clock
 
     def step(self, state, cond_t, noise_t, temperature, forced=None):
-        """One sample. cond_t [B, D + order]; noise_t [B, 1]; forced [B] PCM classes.
+        """One sample. cond_t [B, D + frame_channels]; noise_t [B, 1]; forced [B] PCM classes.
 
         Returns (state, PCM class of s_t [B], excitation logits [B, 256]).
         """
-        hidden, history, previous_excitation = state
+        hidden, history, previous_excitation, memory, clock = state
         D = self.cond_channels
-        prediction = predict_step(history, cond_t[:, D:].float())
-        x = torch.cat(
-            [
-                self.embed_signal(mulaw_encode(history[:, 0], EXCITATION_CLASSES)),
-                self.embed_prediction(mulaw_encode(prediction, EXCITATION_CLASSES)),
-                self.embed_excitation(previous_excitation),
-                cond_t[:, :D],
-            ],
-            dim=-1,
-        )
+        prediction = predict_step(history, cond_t[:, D : self.period_channel].float())
+        taps = phase = None
+        if self.uses_pitch:
+            period = cond_t[:, self.period_channel].round().long()
+        if self.pitch_taps:  # e_{t-T+k} is memory[:, T - k - 1]
+            offsets = torch.tensor(list(self.tap_offsets), device=memory.device)
+            taps = memory.gather(1, period.unsqueeze(1) - offsets - 1)
+        if self.pitch_phase:  # the pulse clock of `pitch.free_running_phases`
+            voiced = cond_t[:, self.period_channel + 1] > 0.5
+            clock = torch.where(clock >= period, torch.zeros_like(clock), clock)
+            phase = torch.where(voiced, clock * self.pitch_phase // period, torch.full_like(clock, self.pitch_phase))
+            clock = torch.where(voiced, clock + 1, torch.zeros_like(clock))
+        x = self._embed(history[:, 0], prediction, previous_excitation, cond_t[:, :D], taps, phase)
         gi = F.linear(x, self.gru_weight_ih, self.gru_bias_ih)
         gh = F.linear(hidden, self.gru_weight_hh, self.gru_bias_hh)
         H = self.hidden_size
@@ -333,7 +555,8 @@ class LPCNet(VocoderModel):
             sample = pcm_classes(prediction + mulaw_decode(excitation, EXCITATION_CLASSES))
             signal = pcm_values(sample)
         history = torch.cat([signal.unsqueeze(1), history[:, :-1]], dim=1)
-        return (hidden, history, excitation), sample, logits
+        memory = torch.cat([excitation.unsqueeze(1), memory[:, :-1]], dim=1)
+        return (hidden, history, excitation, memory, clock), sample, logits
 
 
 def noisy_history_reference(clean: torch.Tensor, lpc: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, ...]:

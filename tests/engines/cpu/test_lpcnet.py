@@ -20,19 +20,34 @@ from vocoders.sampling import draw_noise
 FRAMES = 6
 
 
-def small(seed: int = 0) -> LPCNet:
+def small(seed: int = 0, pitch_taps: int = 0, pitch_phase: int = 0) -> LPCNet:
     """A tiny LPCNet whose logits are far from flat (O2 scaled up) and whose embeddings matter."""
     torch.manual_seed(seed)
-    model = LPCNet(hidden_size=24, cond_channels=8, embedding=4, out_hidden=16, cond_blocks=1).eval()
+    model = LPCNet(
+        hidden_size=24,
+        cond_channels=8,
+        embedding=4,
+        out_hidden=16,
+        cond_blocks=1,
+        pitch_taps=pitch_taps,
+        pitch_phase=pitch_phase,
+    ).eval()
     with torch.no_grad():
         model.O2.weight.mul_(8.0)
         model.gru_weight_ih.add_(0.2 * torch.randn_like(model.gru_weight_ih))
     return model
 
 
-@pytest.fixture(scope="module")
-def model() -> LPCNet:
-    return small()
+@pytest.fixture(scope="module", params=[(0, 0), (3, 0), (3, 8)], ids=["no-pitch", "taps", "taps+phase"])
+def model(request) -> LPCNet:
+    """Without pitch, with long-term prediction (3 excitation taps one predicted period back), and
+    with both taps and the pulse-phase input (8 bins, voicing from the head)."""
+    taps, phase = request.param
+    model = small(pitch_taps=taps, pitch_phase=phase)
+    if phase:  # a head bias that makes some frames voiced and some not
+        with torch.no_grad():
+            model.period_head[2].bias[-1] += 1.5
+    return model
 
 
 @pytest.fixture(scope="module")

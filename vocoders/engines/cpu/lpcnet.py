@@ -9,10 +9,14 @@ in real arithmetic because the upsampler is linear and shared across channels. P
 stream the loop then does what `LPCNet.step` does:
 
     p = sum_k c_k s_{t-1-k}                 float32, k in increasing order from 0.0 (`lpc.predict_step`)
-    gi = b_ih + T_s[mu(s_{t-1})] + T_p[mu(p)] + T_e[e_{t-1}] + sum_j up[phase, j] proj[frame + j]
+    gi = b_ih + T_s[mu(s_{t-1})] + T_p[mu(p)] + T_e[e_{t-1}] + sum_k T_k[e_{t-T+k}] + sum_j up[phase, j] proj[frame + j]
     GRU (r, z, n as PyTorch), logits = O2 relu(O1 h)
     e_t = inverse-CDF draw (float64, `sampling.sample_categorical`), or from the forced sample
     s_t = pcm(p + mu^-1(e_t))
+
+With long-term prediction the taps T_k read a memory of the last excitation classes at the
+frame's period T (a conditioning channel), one table [256, 3H] per tap. With the pulse-phase
+input a pulse clock (the integer recurrence of `LPCNet.step`) adds the row of its phase class.
 
 The prediction, the mu-law classes, the PCM rounding and the draw reproduce the reference's
 arithmetic exactly; the matrix products and the gate functions sum and round in their own order
@@ -99,6 +103,11 @@ def lpcnet_loop(
     table_s,  # [256, 3H] f32: W_ih[:, signal embedding] @ E_s^T, one row per class
     table_p,  # [256, 3H] f32: the prediction's
     table_e,  # [256, 3H] f32: the previous excitation's
+    table_taps,  # [K * 256, 3H] f32: tap j's class c is row j * 256 + c (K = 0: no taps)
+    tap_offsets,  # [K] int64: k of tap j, reading e_{t-T+k}
+    period,  # [B, F] int64 each frame's period T (read only with taps or phase)
+    table_phase,  # [P + 1, 3H] f32: the phase class's row (0 rows: no phase input)
+    voiced,  # [B, F] int64 each frame's voicing 0/1 (read only with phase)
     bias_ih,  # [3H] f32
     w_hh,  # [H, 3H] f32 input-major
     bias_hh,  # [3H] f32
@@ -118,6 +127,8 @@ def lpcnet_loop(
     hidden,  # [B, H] f32 state, updated in place
     history,  # [B, order] f32 s_{t-1}, s_{t-2}, ..., updated in place
     excitation,  # [B] int64 previous excitation class, updated in place
+    memory,  # [B, R] int64 e_{t-1}, e_{t-2}, ..., updated in place (R = 0 without taps)
+    clock,  # [B] int64 samples since the last pulse, updated in place
     samples_out,  # [B, T] int64
     logits_out,  # [B, T, 256] f32 to record logits, or [B, 0, 256]
     start,  # first step of this call
@@ -132,6 +143,9 @@ def lpcnet_loop(
     hop = upsample.shape[0]
     taps = upsample.shape[1]
     record = logits_out.shape[1] > 0
+    n_taps = tap_offsets.shape[0]
+    bins = table_phase.shape[0] - 1  # -1: no phase input
+    reach = memory.shape[1]
     forcing = forced.shape[1] > 0
     one = np.float32(1.0)
     zero = np.float32(0.0)
@@ -156,6 +170,25 @@ def lpcnet_loop(
             ce = excitation[b]
             for g in range(G):
                 gi[b, g] = bias_ih[g] + table_s[cs, g] + table_p[cp, g] + table_e[ce, g]
+            if n_taps > 0:
+                lag = period[b, frame]
+                for j in range(n_taps):
+                    row = j * 256 + memory[b, lag - tap_offsets[j] - 1]
+                    for g in range(G):
+                        gi[b, g] += table_taps[row, g]
+            if bins > 0:
+                lag = period[b, frame]
+                n = clock[b]
+                if n >= lag:
+                    n = 0
+                if voiced[b, frame] != 0:
+                    cls = (n * bins) // lag
+                    clock[b] = n + 1
+                else:
+                    cls = bins
+                    clock[b] = 0
+                for g in range(G):
+                    gi[b, g] += table_phase[cls, g]
             for j in range(taps):
                 u = upsample[phase, j]
                 for g in range(G):
@@ -193,6 +226,10 @@ def lpcnet_loop(
                 signal = pcm_value(sample)
             samples_out[b, t] = sample
             excitation[b] = e
+            for k in range(reach - 1, 0, -1):
+                memory[b, k] = memory[b, k - 1]
+            if reach > 0:
+                memory[b, 0] = e
             for k in range(order - 1, 0, -1):
                 history[b, k] = history[b, k - 1]
             history[b, 0] = signal
@@ -221,13 +258,27 @@ class LPCNetCPUEngine(Engine):
         if reason is not None:
             raise RuntimeError(f"engine {self.name!r} cannot run {model.name} on {device}: {reason}")
         super().__init__(model, device, dtype)
-        E = model.embedding
+        E, K = model.embedding, model.pitch_taps
         with torch.no_grad():
             w_ih = model.gru_weight_ih.detach().float().cpu()
             self.table_s = _numpy(linear_rows(model.embed_signal.weight.float().cpu(), w_ih[:, :E]))
             self.table_p = _numpy(linear_rows(model.embed_prediction.weight.float().cpu(), w_ih[:, E : 2 * E]))
             self.table_e = _numpy(linear_rows(model.embed_excitation.weight.float().cpu(), w_ih[:, 2 * E : 3 * E]))
-            self.w_cond = w_ih[:, 3 * E :].contiguous().clone()  # [3H, D], applied at frame rate
+            tables = []
+            for j in range(K):
+                rows = model.embed_taps.weight[j * EXCITATION_CLASSES : (j + 1) * EXCITATION_CLASSES]
+                tables.append(linear_rows(rows.float().cpu(), w_ih[:, (3 + j) * E : (4 + j) * E]))
+            width = 3 * model.hidden_size
+            self.table_taps = _numpy(torch.cat(tables) if tables else torch.zeros(0, width))
+            self.tap_offsets = np.array(list(model.tap_offsets), np.int64)
+            if model.pitch_phase:
+                column = (3 + K) * E
+                self.table_phase = _numpy(
+                    linear_rows(model.embed_phase.weight.float().cpu(), w_ih[:, column : column + E])
+                )
+            else:
+                self.table_phase = np.zeros((0, width), np.float32)
+            self.w_cond = w_ih[:, model.embedded_inputs * E :].contiguous().clone()  # [3H, D], applied at frame rate
             self.bias_ih = _numpy(model.gru_bias_ih)
             self.w_hh = _numpy(model.gru_weight_hh.t())  # [H, 3H]
             self.bias_hh = _numpy(model.gru_bias_hh)
@@ -250,18 +301,21 @@ class LPCNetCPUEngine(Engine):
         return None
 
     def weight_bytes(self) -> int:
-        """Bytes of weights the loop reads per sample (the three table rows, R, O1, O2, biases)."""
+        """Bytes of weights the loop reads per sample (the 3 + K table rows, R, O1, O2, biases)."""
         row = self.table_s.shape[1] * 4
         arrays = (self.w_hh, self.o1, self.o2, self.bias_ih, self.bias_hh, self.o1_bias, self.o2_bias)
-        return 3 * row + int(sum(a.nbytes for a in arrays))
+        return (self.model.embedded_inputs) * row + int(sum(a.nbytes for a in arrays))
 
-    def initial_loop_state(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hidden [B, H] zeros, history [B, order] zeros, previous excitation [B] = 128): `LPCNet.initial_state`."""
+    def initial_loop_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        """(hidden [B, H] zeros, history [B, order] zeros, previous excitation [B] = 128, excitation
+        memory [B, R] = 128, pulse clock [B] zeros): `LPCNet.initial_state`."""
         m = self.model
         return (
             np.zeros((batch, m.hidden_size), np.float32),
             np.zeros((batch, m.lpc_order), np.float32),
             np.full(batch, EXCITATION_CLASSES // 2, np.int64),
+            np.full((batch, m.excitation_memory), EXCITATION_CLASSES // 2, np.int64),
+            np.zeros(batch, np.int64),
         )
 
     @torch.inference_mode()
@@ -285,25 +339,32 @@ class LPCNetCPUEngine(Engine):
         return LPCNetCpuStream(self, batch, temperature)
 
     def _run(self, cond, noise, forced, samples, logits, temperature, state) -> None:
-        """One chunk of conditioning [B, F + 2u, D + order] through the loop, state updated in place."""
+        """One chunk of conditioning [B, F + 2u, D + frame_channels] through the loop, state updated in place."""
         m = self.model
         D, u = m.cond_channels, m.upsample_context
         cond = cond.detach().to("cpu", torch.float32)
         frames = cond.shape[1] - 2 * u
         projected = np.ascontiguousarray(linear_rows(cond[..., :D], self.w_cond).numpy())
-        lpc = np.ascontiguousarray(cond[:, u : u + frames, D:].numpy())
+        lpc = np.ascontiguousarray(cond[:, u : u + frames, D : m.period_channel].numpy())
+        per_frame = cond[:, u : u + frames]
+        empty = np.zeros((cond.shape[0], 0), np.int64)
+        period = per_frame[..., m.period_channel].round().long().numpy() if m.uses_pitch else empty
+        voiced = (per_frame[..., m.period_channel + 1] > 0.5).long().numpy() if m.pitch_phase else empty
+        period, voiced = np.ascontiguousarray(period), np.ascontiguousarray(voiced)
         batch, steps = samples.shape
         if forced is None:
             forced = np.empty((batch, 0), np.int64)
         if logits is None:
             logits = np.empty((batch, 0, EXCITATION_CLASSES), np.float32)
-        hidden, history, excitation = state
+        hidden, history, excitation, memory, clock = state
         for begin in range(0, steps, CHUNK_STEPS):
             lpcnet_loop(
-                self.table_s, self.table_p, self.table_e, self.bias_ih, self.w_hh, self.bias_hh,
+                self.table_s, self.table_p, self.table_e, self.table_taps, self.tap_offsets, period,
+                self.table_phase, voiced,
+                self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
                 projected, lpc, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
-                history, excitation, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
+                history, excitation, memory, clock, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
 
