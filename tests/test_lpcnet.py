@@ -225,7 +225,8 @@ def test_the_phase_input_follows_the_true_pulses_in_training_and_the_clock_in_ge
             _, _, _, _, before = state
             state, _, _ = model.step(state, cond[:, t], torch.full((1, 1), 0.5), 1.0)
             n = 0 if int(before) >= int(cond[0, t, model.period_channel]) else int(before)
-            expected = n * 8 // int(cond[0, t, model.period_channel]) if voiced_samples[0, t] else 8
+            lag = int(cond[0, t, model.period_channel])
+            expected = (n if n < 4 else 4 + (n - 4) * 4 // (lag - 4)) if voiced_samples[0, t] else 8
             assert int(clock[0, t]) == expected
 
 
@@ -245,3 +246,5 @@ def test_bad_pitch_settings_are_refused():
         small(pitch_taps=3, pitch_fmin=400.0, pitch_fmax=100.0)
     with pytest.raises(ValueError, match="pitch_phase"):
         small(pitch_phase=-1)
+    with pytest.raises(ValueError, match="twice the shortest period"):
+        small(pitch_phase=90)

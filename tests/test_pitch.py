@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vocoders.pitch import PeriodRange, frame_periods, free_running_phases, pulse_phases, voiced_frames
+from vocoders.pitch import PeriodRange, cycle_classes, frame_periods, free_running_phases, pulse_phases, voiced_frames
 
 
 def _glottal_like(period: float, length: int, seed: int = 0) -> torch.Tensor:
@@ -70,8 +70,10 @@ def test_pulse_phases_restart_at_each_pulse_and_mark_unvoiced_samples():
     assert torch.all(classes[0, 5 * hop : 6 * hop] == bins)
     for g in pulses[:9]:  # the first run: class 0 at each pulse
         assert classes[0, g] == 0 and classes[0, g - 1] == bins - 1
-    assert torch.equal(classes[0, 40:170], torch.arange(130) * bins // 130)
-    assert torch.equal(classes[0, :40], (torch.arange(40) - 40) % 130 * bins // 130)  # before the first pulse
+    cycle = cycle_classes(torch.arange(130), torch.tensor(130), bins)
+    assert torch.equal(cycle[:4], torch.arange(4)) and torch.equal(cycle[4:].unique(), torch.arange(4, 8))
+    assert torch.equal(classes[0, 40:170], cycle)
+    assert torch.equal(classes[0, :40], cycle[90:])  # before the first pulse: the cycle at the frame's period
     for g in (1600, 1700, 1800, 1900):  # the second run starts at 6 * hop = 1536
         assert classes[0, g] == 0
 
@@ -86,7 +88,8 @@ def test_the_free_running_clock_is_the_step_recurrence_and_resumes_across_chunks
     for t in range(12 * hop):
         lag, on = period[:, t // hop], voiced[:, t // hop]
         n = torch.where(n >= lag, torch.zeros_like(n), n)
-        expected = torch.where(on, n * bins // lag, torch.full_like(n, bins))
+        head = torch.where(n < bins // 2, n, bins // 2 + (n - bins // 2) * (bins - bins // 2) // (lag - bins // 2))
+        expected = torch.where(on, head, torch.full_like(n, bins))
         assert torch.equal(whole[:, t], expected)
         n = torch.where(on, n + 1, torch.zeros_like(n))
     assert torch.equal(end, n)

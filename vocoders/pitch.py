@@ -100,6 +100,18 @@ def voiced_frames(correlation: torch.Tensor, audio: torch.Tensor, hop: int, thre
     return (correlation >= threshold) & (rms > 10 ** (-50 / 20))
 
 
+def cycle_classes(since: torch.Tensor, spacing: torch.Tensor, bins: int) -> torch.Tensor:
+    """Class of a sample `since` samples after a pulse in a cycle of `spacing` samples (int tensors).
+
+    The first bins // 2 samples after the pulse each have their own class (the pulse and its decay
+    must be placed to the sample); the rest of the cycle shares the other classes in equal parts:
+    c = n if n < h else h + (n - h) * (bins - h) // (spacing - h), h = bins // 2 (spacing > h).
+    """
+    head = bins // 2
+    rest = head + (since - head) * (bins - head) // (spacing - head).clamp_min(1)
+    return torch.where(since < head, since, rest)
+
+
 def _pulses_in_run(energy: np.ndarray, period: np.ndarray, start: int, stop: int) -> list[int]:
     """Pulse positions in the voiced run [start, stop): the energy peak of the first period, then
     each next peak searched between 0.7 and 1.3 periods after the last."""
@@ -121,8 +133,8 @@ def pulse_phases(
     excitation [B, T] (the residual), period [B, F] (samples), voiced [B, F] bool, T = F * hop.
     Pulses are the peaks of the residual's energy (a 5-sample weighted sum) one period apart, found
     run by run over the voiced samples; between pulses g_i and g_{i+1} the class is
-    (t - g_i) * bins // (g_{i+1} - g_i), before the first and after the last pulse of a run the
-    frame's period takes the place of the pulse spacing. Unvoiced samples get class `bins`.
+    `cycle_classes(t - g_i, g_{i+1} - g_i)`, before the first and after the last pulse of a run
+    the frame's period takes the place of the pulse spacing. Unvoiced samples get class `bins`.
     """
     batch, length = excitation.shape
     kernel = torch.tensor([[[1.0, 2.0, 4.0, 2.0, 1.0]]], device=excitation.device)  # peaked: one maximum per pulse
@@ -130,7 +142,9 @@ def pulse_phases(
     energy = energy[:, 0].cpu().numpy()
     per_sample = period.repeat_interleave(hop, dim=1).cpu().numpy()
     voiced_sample = voiced.repeat_interleave(hop, dim=1).cpu().numpy()
-    classes = np.full((batch, length), bins, np.int64)
+    since_all = np.zeros((batch, length), np.int64)
+    spacing_all = np.ones((batch, length), np.int64)
+    voiced_all = np.zeros((batch, length), bool)
     for b in range(batch):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced_sample[b].astype(np.int8), [0]])))
         for start, stop in zip(edges[::2], edges[1::2], strict=True):
@@ -143,8 +157,10 @@ def pulse_phases(
             lag = per_sample[b, t]
             spacing = np.where(inner, spacing, lag)
             since = np.where(inner, since, np.mod(since, lag))
-            classes[b, t] = np.minimum(since * bins // spacing, bins - 1)
-    return torch.from_numpy(classes).to(excitation.device)
+            since_all[b, t], spacing_all[b, t], voiced_all[b, t] = since, spacing, True
+    classes = cycle_classes(torch.from_numpy(since_all), torch.from_numpy(spacing_all), bins)
+    classes = torch.where(torch.from_numpy(voiced_all), classes.clamp_max(bins - 1), torch.full_like(classes, bins))
+    return classes.to(excitation.device)
 
 
 def free_running_phases(
@@ -152,8 +168,9 @@ def free_running_phases(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Phase classes [B, F * hop] of a pulse clock at each frame's period, the generation input of `pitch_phase`.
 
-    The clock is the recurrence of `LPCNet.step`: per sample, n = 0 if n >= T; class = n * bins // T
-    when voiced (else `bins`, and n = 0); n += 1 when voiced. Computed a frame at a time, exactly.
+    The clock is the recurrence of `LPCNet.step`: per sample, n = 0 if n >= T; class =
+    `cycle_classes(n, T)` when voiced (else `bins`, and n = 0); n += 1 when voiced. Computed a frame
+    at a time, exactly.
     period [B, F] int64, voiced [B, F] bool, counter [B] int64 (n before the first sample; 0 if None).
     Returns (classes [B, F * hop], counter after the last sample [B]).
     """
@@ -165,6 +182,7 @@ def free_running_phases(
         lag, on = period[:, f].clamp_min(1), voiced[:, f]
         begin = torch.where(n >= lag, torch.zeros_like(n), n)
         since = torch.remainder(begin.unsqueeze(1) + steps, lag.unsqueeze(1))  # [B, hop]
-        out.append(torch.where(on.unsqueeze(1), since * bins // lag.unsqueeze(1), torch.full_like(since, bins)))
+        classes = cycle_classes(since, lag.unsqueeze(1).expand_as(since), bins)
+        out.append(torch.where(on.unsqueeze(1), classes, torch.full_like(since, bins)))
         n = torch.where(on, since[:, -1] + 1, torch.zeros_like(n))
     return torch.cat(out, dim=1), n

@@ -28,8 +28,9 @@ and teaches a period head on the conditioning features to predict it (cross-entr
 targets smoothed over +-25 cents, on voiced frames); generation uses the head's most likely lag,
 carried as a conditioning channel after the predictor (repeated over the frame, like it).
 
-Pulse phase (`pitch_phase` = P bins > 0): the GRU also reads an embedding of where t lies in the
-pitch cycle, (samples since the last pulse) * P // period, or an unvoiced class P. Training takes
+Pulse phase (`pitch_phase` = P classes > 0): the GRU also reads an embedding of where t lies in
+the pitch cycle: the samples since the last pulse, exact for the first P/2, the rest of the cycle
+in P/2 equal parts (`vocoders.pitch.cycle_classes`), or an unvoiced class P. Training takes
 the pulses from the true excitation (its energy peaks one period apart, `vocoders.pitch.pulse_phases`),
 so the input tells the network when the excitation pulses; generation runs a pulse clock at the
 period the head predicts (`vocoders.pitch.free_running_phases`), and the head also decides voicing
@@ -56,7 +57,7 @@ from ..audio import (
 )
 from ..features import MelConfig
 from ..lpc import lpc_from_mel, predict, predict_step
-from ..pitch import PeriodRange, frame_periods, free_running_phases, pulse_phases, voiced_frames
+from ..pitch import PeriodRange, cycle_classes, frame_periods, free_running_phases, pulse_phases, voiced_frames
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
 from .layers import ConditioningNetwork, FrameUpsampler
@@ -97,7 +98,7 @@ class LPCNet(VocoderModel):
             classes) of the noise added to the excitation that re-synthesises the network's inputs;
             each training sequence draws its own level in [0, injected_noise]. 0 = off.
         pitch_taps: excitation taps around one pitch period back (odd; 0 = no long-term prediction).
-        pitch_phase: bins of the pulse-phase input (0 = none).
+        pitch_phase: classes of the pulse-phase input (0 = none; below twice the shortest period).
         pitch_fmin, pitch_fmax: the pitch range in Hz the period head chooses from.
         period_weight: weight of the period head's cross-entropy in the loss.
     """
@@ -158,6 +159,8 @@ class LPCNet(VocoderModel):
         self.pitch_fmin, self.pitch_fmax = float(pitch_fmin), float(pitch_fmax)
         self.period_weight = float(period_weight)
         self.periods = PeriodRange(self.sample_rate, self.pitch_fmin, self.pitch_fmax)
+        if self.pitch_phase // 2 >= self.periods.min_lag:
+            raise ValueError(f"pitch_phase must be below {2 * self.periods.min_lag} (twice the shortest period)")
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
@@ -535,7 +538,8 @@ class LPCNet(VocoderModel):
         if self.pitch_phase:  # the pulse clock of `pitch.free_running_phases`
             voiced = cond_t[:, self.period_channel + 1] > 0.5
             clock = torch.where(clock >= period, torch.zeros_like(clock), clock)
-            phase = torch.where(voiced, clock * self.pitch_phase // period, torch.full_like(clock, self.pitch_phase))
+            cycle = cycle_classes(clock, period, self.pitch_phase)
+            phase = torch.where(voiced, cycle, torch.full_like(clock, self.pitch_phase))
             clock = torch.where(voiced, clock + 1, torch.zeros_like(clock))
         x = self._embed(history[:, 0], prediction, previous_excitation, cond_t[:, :D], taps, phase)
         gi = F.linear(x, self.gru_weight_ih, self.gru_bias_ih)

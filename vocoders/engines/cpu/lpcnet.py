@@ -182,7 +182,10 @@ def lpcnet_loop(
                 if n >= lag:
                     n = 0
                 if voiced[b, frame] != 0:
-                    cls = (n * bins) // lag
+                    cls = n  # `pitch.cycle_classes`
+                    if n >= bins // 2:
+                        half = bins // 2
+                        cls = half + ((n - half) * (bins - half)) // max(lag - half, 1)
                     clock[b] = n + 1
                 else:
                     cls = bins
