@@ -96,3 +96,16 @@ def test_the_free_running_clock_is_the_step_recurrence_and_resumes_across_chunks
     first, middle = free_running_phases(period[:, :5], voiced[:, :5], hop, bins)
     second, last = free_running_phases(period[:, 5:], voiced[:, 5:], hop, bins, counter=middle)
     assert torch.equal(torch.cat([first, second], dim=1), whole) and torch.equal(last, end)
+
+
+def test_pulses_keep_the_polarity_of_the_runs_spikes():
+    """One large spike of the other sign does not take a pulse's place: phase 0 stays on the positive pulses."""
+    hop, bins = 256, 8
+    excitation = torch.zeros(1, hop * 6)
+    pulses = [40 + 130 * i for i in range(12)]  # to the end of the run: none missing for the search
+    excitation[0, pulses] = 1.0
+    excitation[0, pulses[4] + 100] = -1.3  # inside the search window of the next pulse, larger in magnitude
+    period = torch.full((1, 6), 130)
+    voiced = torch.ones(1, 6, dtype=torch.bool)
+    classes = pulse_phases(excitation, period, voiced, hop, bins)
+    assert torch.equal(torch.nonzero(classes[0] == 0).flatten(), torch.tensor(pulses))

@@ -112,17 +112,17 @@ def cycle_classes(since: torch.Tensor, spacing: torch.Tensor, bins: int) -> torc
     return torch.where(since < head, since, rest)
 
 
-def _pulses_in_run(energy: np.ndarray, period: np.ndarray, start: int, stop: int) -> list[int]:
-    """Pulse positions in the voiced run [start, stop): the energy peak of the first period, then
+def _pulses_in_run(score: np.ndarray, period: np.ndarray, start: int, stop: int) -> list[int]:
+    """Pulse positions in the voiced run [start, stop): the peak of `score` in the first period, then
     each next peak searched between 0.7 and 1.3 periods after the last."""
     first = int(period[start])
-    pulses = [start + int(np.argmax(energy[start : min(start + first, stop)]))]
+    pulses = [start + int(np.argmax(score[start : min(start + first, stop)]))]
     while True:
         last, lag = pulses[-1], int(period[pulses[-1]])
         low, high = last + (7 * lag) // 10, min(last + (13 * lag) // 10 + 1, stop)
         if low >= stop or low >= high:
             return pulses
-        pulses.append(low + int(np.argmax(energy[low:high])))
+        pulses.append(low + int(np.argmax(score[low:high])))
 
 
 def pulse_phases(
@@ -131,15 +131,18 @@ def pulse_phases(
     """Phase classes [B, T] in the pitch cycle of the true excitation, the training input of `pitch_phase`.
 
     excitation [B, T] (the residual), period [B, F] (samples), voiced [B, F] bool, T = F * hop.
-    Pulses are the peaks of the residual's energy (a 5-sample weighted sum) one period apart, found
-    run by run over the voiced samples; between pulses g_i and g_{i+1} the class is
+    Pulses are the peaks of the residual (a 5-sample weighted sum) one period apart, all of one
+    polarity within a voiced run: the sign of the run's skewness, the sign of its large glottal
+    spikes. (Peaks of either sign would put a random sign on the pulse the network learns to draw
+    at phase 0, and a pulse train of random signs has no harmonics.) Between pulses g_i and g_{i+1} the class is
     `cycle_classes(t - g_i, g_{i+1} - g_i)`, before the first and after the last pulse of a run
     the frame's period takes the place of the pulse spacing. Unvoiced samples get class `bins`.
     """
     batch, length = excitation.shape
     kernel = torch.tensor([[[1.0, 2.0, 4.0, 2.0, 1.0]]], device=excitation.device)  # peaked: one maximum per pulse
-    energy = F.conv1d(excitation.detach().float().square().unsqueeze(1), kernel, padding=2)
-    energy = energy[:, 0].cpu().numpy()
+    residual = excitation.detach().float()
+    smoothed = F.conv1d(residual.unsqueeze(1), kernel, padding=2)[:, 0].cpu().numpy()
+    cubes = residual.double().pow(3).cpu().numpy()
     per_sample = period.repeat_interleave(hop, dim=1).cpu().numpy()
     voiced_sample = voiced.repeat_interleave(hop, dim=1).cpu().numpy()
     since_all = np.zeros((batch, length), np.int64)
@@ -148,7 +151,8 @@ def pulse_phases(
     for b in range(batch):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced_sample[b].astype(np.int8), [0]])))
         for start, stop in zip(edges[::2], edges[1::2], strict=True):
-            pulses = np.array(_pulses_in_run(energy[b], per_sample[b], int(start), int(stop)))
+            polarity = 1.0 if cubes[b, start:stop].sum() >= 0 else -1.0
+            pulses = np.array(_pulses_in_run(polarity * smoothed[b], per_sample[b], int(start), int(stop)))
             t = np.arange(start, stop)
             which = np.searchsorted(pulses, t, side="right") - 1  # the last pulse at or before t (-1: none)
             inner = (which >= 0) & (which < len(pulses) - 1)
