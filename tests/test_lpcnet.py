@@ -214,15 +214,15 @@ def test_the_phase_input_follows_the_true_pulses_in_training_and_the_clock_in_ge
     clock = model._phases(cond, None)
     voiced_samples = voiced.repeat_interleave(256, dim=1)
     assert torch.all(trained[~voiced_samples] == 8) and torch.all(clock[~voiced_samples] == 8)
-    # In training the cycle restarts at the residual's pulses, one period apart (within a sample:
-    # the mel's filter is not the signal's own; `tests/test_pitch.py` has the exact case).
+    # In training the cycle restarts at the residual's pulses, one period apart (the first pulse is
+    # found in the start's transient, where the filter has no history yet).
     starts = torch.nonzero((trained[0] == 0) & (F.pad(trained[0], (1, 0), value=8)[:-1] != 0)).flatten()
-    assert len(starts) >= 10 and torch.all((starts.diff() - 150).abs() <= 1)
+    assert len(starts) >= 10 and torch.all(starts.diff()[1:] == 150)
     # The clock of generation gives the same phases as the step recurrence.
     state = model.initial_state(1, "cpu")
     with torch.no_grad():
         for t in range(cond.shape[1]):
-            _, _, _, _, before = state
+            before = state[4]  # the pulse clock
             state, _, _ = model.step(state, cond[:, t], torch.full((1, 1), 0.5), 1.0)
             n = 0 if int(before) >= int(cond[0, t, model.period_channel]) else int(before)
             lag = int(cond[0, t, model.period_channel])
@@ -248,3 +248,42 @@ def test_bad_pitch_settings_are_refused():
         small(pitch_phase=-1)
     with pytest.raises(ValueError, match="twice the shortest period"):
         small(pitch_phase=90)
+    with pytest.raises(ValueError, match="ltp_gain"):
+        small(pitch_phase=8, ltp_gain=1.0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        small(ltp_gain=0.5, injected_noise=1.0)
+
+
+def test_the_long_term_predictor_repeats_the_low_band_one_period_back():
+    """Training and generation compute the same prediction, and at generation the predictor is a comb
+    at the frame's period: the generated low band repeats itself one period later."""
+    from vocoders.lpc import long_term_predict, long_term_step
+
+    model = small(pitch_phase=8, ltp_gain=0.9).eval()
+    assert model.ltp_taps.shape == (31,) and float(model.ltp_taps.sum()) == pytest.approx(1.0, abs=1e-6)
+    residual = torch.randn(2, 600)
+    period = torch.randint(44, 300, (2, 600))
+    gain = torch.where(torch.rand(2, 600) > 0.3, torch.tensor(0.9), torch.tensor(0.0))
+    parallel = long_term_predict(residual, period, gain, model.ltp_taps)
+    memory = torch.zeros(2, model.residual_memory)
+    for t in range(600):
+        assert torch.equal(long_term_step(memory, period[:, t], gain[:, t], model.ltp_taps), parallel[:, t])
+        memory = torch.cat([residual[:, t : t + 1], memory[:, :-1]], dim=1)
+
+    frames = 24
+    mel = model.pad_mel(torch.randn(1, 80, frames) - 4)
+    cond = model.conditioning(mel)
+    cond[..., model.period_channel] = 120.0  # every frame voiced at a period of 120 samples
+    cond[..., model.period_channel + 1] = 1.0
+    noise = draw_noise(1, frames * 256, 1, seed=0)
+    combed = pcm_values(make_engine("reference", model).generate(cond, noise, 1.0))[0]
+    model.ltp_gain = 0.0
+    plain = pcm_values(make_engine("reference", model).generate(cond, noise, 1.0))[0]
+
+    def low_band_correlation(signal: torch.Tensor, lag: int) -> float:
+        low = torch.nn.functional.conv1d(signal.view(1, 1, -1), model.ltp_taps.view(1, 1, -1))[0, 0, 2000:]
+        return float(torch.nn.functional.cosine_similarity(low[lag:], low[:-lag], dim=0))
+
+    assert low_band_correlation(combed, 120) > 0.5
+    assert low_band_correlation(combed, 120) > low_band_correlation(plain, 120) + 0.3
+    assert low_band_correlation(combed, 120) > low_band_correlation(combed, 60) + 0.3

@@ -141,3 +141,45 @@ def predict_step(history: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     for k in range(coeffs.shape[-1]):
         prediction = prediction + coeffs[:, k] * history[:, k]
     return prediction
+
+
+# ---- long-term prediction ------------------------------------------------------------------------
+def lowpass_taps(cutoff_hz: float, sample_rate: int, half_width: int) -> torch.Tensor:
+    """[2 * half_width + 1] float32: a Hann-windowed sinc low-pass at `cutoff_hz`, unit gain at DC."""
+    if not 0 < cutoff_hz < sample_rate / 2:
+        raise ValueError(f"cutoff must be in (0, {sample_rate / 2}) Hz, got {cutoff_hz}")
+    n = np.arange(-half_width, half_width + 1, dtype=np.float64)
+    sinc = np.sinc(2.0 * cutoff_hz / sample_rate * n)
+    window = 0.5 + 0.5 * np.cos(np.pi * n / (half_width + 1))
+    taps = sinc * window
+    return torch.from_numpy(taps / taps.sum()).float()
+
+
+def long_term_predict(
+    residual: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor
+) -> torch.Tensor:
+    """The long-term prediction g_t * sum_j h_j r_{t - T_t + j - M} of every sample (M = half the taps).
+
+    residual r [B, T] (the short-term residual), period T_t [B, T] int64 (> M), gain g_t [B, T],
+    taps h [2M + 1] (`lowpass_taps`): the low band of the residual one period back, centred on
+    t - T_t, all of it in the past. Zero before the start. Sums over j in increasing order from
+    zero, one product at a time, as `long_term_step` does, so both give the same float32 value.
+    """
+    half = taps.shape[0] // 2
+    t = torch.arange(residual.shape[1], device=residual.device)
+    total = torch.zeros_like(residual)
+    for j in range(taps.shape[0]):
+        index = t - period + (j - half)
+        value = residual.gather(1, index.clamp_min(0))
+        total = total + taps[j] * torch.where(index >= 0, value, torch.zeros_like(value))
+    return gain * total
+
+
+def long_term_step(memory: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """One sample of `long_term_predict`. memory [B, R] (r_{t-1} first, R >= max period + M), period [B]
+    int64, gain [B] -> [B]."""
+    half = taps.shape[0] // 2
+    total = torch.zeros_like(memory[:, 0])
+    for j in range(taps.shape[0]):
+        total = total + taps[j] * memory.gather(1, (period - (j - half) - 1).unsqueeze(1)).squeeze(1)
+    return gain * total

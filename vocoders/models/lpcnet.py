@@ -35,6 +35,15 @@ the pulses from the true excitation (its energy peaks one period apart, `vocoder
 so the input tells the network when the excitation pulses; generation runs a pulse clock at the
 period the head predicts (`vocoders.pitch.free_running_phases`), and the head also decides voicing
 (one more class, carried as a 0/1 channel after the period), so pitch and voicing follow the mel.
+
+Long-term predictor (`ltp_gain` = g > 0): in voiced frames the prediction also takes the low band
+of the short-term residual r = s - p_short one period back, as the pitch predictor of CELP coders:
+
+    p_t = sum_k c_k s_{t-k} + g * sum_j h_j r_{t-T+j-M}      (h: `lpc.lowpass_taps`, 2M + 1 taps)
+
+and the network predicts what is left, e_t = s_t - p_t. At generation the same filter runs on the
+generated residual, a comb at the head's period over the low band: the harmonics no longer depend
+on the network learning pitch, and training and generation compute p_t the same way.
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ from ..audio import (
     split_coarse_fine,
 )
 from ..features import MelConfig
-from ..lpc import lpc_from_mel, predict, predict_step
+from ..lpc import long_term_predict, long_term_step, lowpass_taps, lpc_from_mel, predict, predict_step
 from ..pitch import PeriodRange, cycle_classes, frame_periods, free_running_phases, pulse_phases, voiced_frames
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
@@ -64,6 +73,7 @@ from .layers import ConditioningNetwork, FrameUpsampler
 
 PCM_BITS = 16
 EXCITATION_CLASSES = 256
+LTP_HALF_TAPS = 15  # the long-term predictor's low-pass: 31 taps
 
 
 def pcm_classes(signal: torch.Tensor) -> torch.Tensor:
@@ -101,6 +111,8 @@ class LPCNet(VocoderModel):
         pitch_phase: classes of the pulse-phase input (0 = none; below twice the shortest period).
         pitch_fmin, pitch_fmax: the pitch range in Hz the period head chooses from.
         period_weight: weight of the period head's cross-entropy in the loss.
+        ltp_gain: gain g of the long-term predictor in voiced frames (0 = none; below 1 for a stable comb).
+        ltp_cutoff_hz: the low band the long-term predictor repeats.
     """
 
     name = "lpcnet"
@@ -126,6 +138,8 @@ class LPCNet(VocoderModel):
         pitch_fmin: float = 60.0,
         pitch_fmax: float = 500.0,
         period_weight: float = 0.5,
+        ltp_gain: float = 0.0,
+        ltp_cutoff_hz: float = 1000.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -161,6 +175,16 @@ class LPCNet(VocoderModel):
         self.periods = PeriodRange(self.sample_rate, self.pitch_fmin, self.pitch_fmax)
         if self.pitch_phase // 2 >= self.periods.min_lag:
             raise ValueError(f"pitch_phase must be below {2 * self.periods.min_lag} (twice the shortest period)")
+        if not 0.0 <= ltp_gain < 1.0:
+            raise ValueError(f"ltp_gain must be in [0, 1), got {ltp_gain}")
+        if ltp_gain and injected_noise:
+            raise ValueError(
+                "ltp_gain and injected_noise cannot be combined (the re-synthesis has no long-term predictor)"
+            )
+        self.ltp_gain, self.ltp_cutoff_hz = float(ltp_gain), float(ltp_cutoff_hz)
+        # Half the low-pass taps: the filter must stay in the past (M < shortest period).
+        half = min(LTP_HALF_TAPS, self.periods.min_lag - 1)
+        self.register_buffer("ltp_taps", lowpass_taps(self.ltp_cutoff_hz, self.sample_rate, half), persistent=False)
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
@@ -173,8 +197,8 @@ class LPCNet(VocoderModel):
         if self.pitch_phase:
             self.embed_phase = nn.Embedding(self.pitch_phase + 1, embedding)
         if self.uses_pitch:
-            # Lags min_lag..max_lag, and with the phase input one class more: unvoiced.
-            head_classes = self.periods.classes + (1 if self.pitch_phase else 0)
+            # Lags min_lag..max_lag, and where voicing matters one class more: unvoiced.
+            head_classes = self.periods.classes + (1 if self.voicing else 0)
             self.period_head = nn.Sequential(nn.Linear(cond_channels, 256), nn.ReLU(), nn.Linear(256, head_classes))
         H, inputs = hidden_size, self.embedded_inputs * embedding + cond_channels
         bound = 1.0 / math.sqrt(H)
@@ -205,6 +229,8 @@ class LPCNet(VocoderModel):
             "pitch_fmin": self.pitch_fmin,
             "pitch_fmax": self.pitch_fmax,
             "period_weight": self.period_weight,
+            "ltp_gain": self.ltp_gain,
+            "ltp_cutoff_hz": self.ltp_cutoff_hz,
         }
 
     @property
@@ -238,8 +264,18 @@ class LPCNet(VocoderModel):
     # ---- conditioning ------------------------------------------------------------------------
     @property
     def uses_pitch(self) -> bool:
-        """Whether the model has a period head (taps or phase)."""
-        return self.pitch_taps > 0 or self.pitch_phase > 0
+        """Whether the model has a period head (taps, phase or long-term predictor)."""
+        return self.pitch_taps > 0 or self.pitch_phase > 0 or self.ltp_gain > 0
+
+    @property
+    def voicing(self) -> bool:
+        """Whether the head also decides voicing (the phase input and the long-term predictor use it)."""
+        return self.pitch_phase > 0 or self.ltp_gain > 0
+
+    @property
+    def residual_memory(self) -> int:
+        """Past short-term residuals the long-term predictor reads: r_{t-1} .. r_{t-R} (0 without it)."""
+        return self.periods.max_lag + self.ltp_taps.shape[0] // 2 if self.ltp_gain else 0
 
     @property
     def embedded_inputs(self) -> int:
@@ -249,8 +285,8 @@ class LPCNet(VocoderModel):
     @property
     def frame_channels(self) -> int:
         """Channels after the features that hold per-frame values: the predictor, then the period if
-        the model has a head, then the voicing (0/1) if it has the phase input."""
-        return self.lpc_order + (1 if self.uses_pitch else 0) + (1 if self.pitch_phase else 0)
+        the model has a head, then the voicing (0/1) if it uses voicing."""
+        return self.lpc_order + (1 if self.uses_pitch else 0) + (1 if self.voicing else 0)
 
     @property
     def period_channel(self) -> int:
@@ -274,11 +310,11 @@ class LPCNet(VocoderModel):
 
     def predicted_pitch(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(period [B, F] int64, voiced [B, F] bool) the head gives for frame features [B, F, D]: the most
-        likely lag, and voiced unless the unvoiced class beats every lag (always voiced without phase)."""
+        likely lag, and voiced unless the unvoiced class beats every lag (always voiced without `voicing`)."""
         logits = self.period_logits(features)
         lags = self.periods.classes
         period = logits[..., :lags].argmax(-1) + self.periods.min_lag
-        if not self.pitch_phase:
+        if not self.voicing:
             return period, torch.ones_like(period, dtype=torch.bool)
         return period, logits.argmax(-1) != lags
 
@@ -294,7 +330,7 @@ class LPCNet(VocoderModel):
             if self.uses_pitch:
                 period, voiced = self.predicted_pitch(features)
                 parts.append(period.unsqueeze(-1).to(features.dtype))
-                if self.pitch_phase:
+                if self.voicing:
                     parts.append(voiced.unsqueeze(-1).to(features.dtype))
         return torch.cat(parts, dim=-1)
 
@@ -316,11 +352,13 @@ class LPCNet(VocoderModel):
         the pulse clock of generation."""
         D = self.cond_channels
         signal = pcm_values(targets)  # s_t
-        prediction = predict(signal, cond[..., D : D + self.lpc_order].float())  # p_t from s_{<t}
+        short = predict(signal, cond[..., D : D + self.lpc_order].float())  # the short-term prediction from s_{<t}
+        residual = signal - short
+        prediction = short + self._long_term(cond, residual) if self.ltp_gain else short
         excitation = mulaw_encode(signal - prediction, EXCITATION_CLASSES)  # the class the net must predict
         previous_signal = F.pad(signal[:, :-1], (1, 0))
         previous_excitation = F.pad(excitation[:, :-1], (1, 0), value=EXCITATION_CLASSES // 2)
-        taps, phase = self._taps(cond, excitation), self._phases(cond, excitation if true_pulses else None)
+        taps, phase = self._taps(cond, excitation), self._phases(cond, residual if true_pulses else None)
         x = self._embed(previous_signal, prediction, previous_excitation, cond[..., :D], taps, phase)
         return x, excitation
 
@@ -328,18 +366,24 @@ class LPCNet(VocoderModel):
         """(period [B, F], voiced [B, F]) read back from per-sample cond [B, F * hop, ..] (frames' first samples)."""
         firsts = cond[:, :: self.hop_length]
         period = firsts[..., self.period_channel].round().long()
-        voiced = firsts[..., self.period_channel + 1] > 0.5 if self.pitch_phase else torch.ones_like(period).bool()
+        voiced = firsts[..., self.period_channel + 1] > 0.5 if self.voicing else torch.ones_like(period).bool()
         return period, voiced
 
-    def _phases(self, cond: torch.Tensor, excitation: torch.Tensor | None) -> torch.Tensor | None:
-        """Phase classes [B, T] (None without the phase input): from the pulses of `excitation` (the
-        true classes) when given, else from the generation clock."""
+    def _long_term(self, cond: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The long-term prediction [B, T] of every sample from the short-term residual [B, T] before it."""
+        period = cond[..., self.period_channel].round().long()
+        voiced = cond[..., self.period_channel + 1] > 0.5
+        gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).to(residual.dtype)
+        return long_term_predict(residual, period, gain, self.ltp_taps)
+
+    def _phases(self, cond: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
+        """Phase classes [B, T] (None without the phase input): from the pulses of the true residual
+        [B, T] when given, else from the generation clock."""
         if not self.pitch_phase:
             return None
         period, voiced = self._frame_pitch(cond)
-        if excitation is None:
+        if residual is None:
             return free_running_phases(period, voiced, self.hop_length, self.pitch_phase)[0]
-        residual = mulaw_decode(excitation, EXCITATION_CLASSES)
         return pulse_phases(residual, period, voiced, self.hop_length, self.pitch_phase)
 
     def _taps(self, cond: torch.Tensor, past: torch.Tensor) -> torch.Tensor | None:
@@ -411,7 +455,7 @@ class LPCNet(VocoderModel):
             u, (periods, voiced) = self.upsampler.context, pitch
             frame_cond = frame_cond.clone()
             frame_cond[:, u : u + periods.shape[1], self.period_channel] = periods.to(frame_cond.dtype)
-            if self.pitch_phase:
+            if self.voicing:
                 frame_cond[:, u : u + periods.shape[1], self.period_channel + 1] = voiced.to(frame_cond.dtype)
         cond = self.upsample(frame_cond)
         if cond.shape[1] != targets.shape[1]:
@@ -421,7 +465,8 @@ class LPCNet(VocoderModel):
         if noisy:
             signal_in, prediction, excitation_in, excitation = self._noisy_history(cond, targets)
             seen = F.pad(excitation_in[:, 1:], (0, 1), value=EXCITATION_CLASSES // 2)  # e_t as the net saw it
-            phase = self._phases(cond, excitation if pitch is not None else None)
+            approximate = mulaw_decode(excitation, EXCITATION_CLASSES)  # the clean classes' residual
+            phase = self._phases(cond, approximate if pitch is not None else None)
             features = cond[..., : self.cond_channels]
             x = self._embed(signal_in, prediction, excitation_in, features, self._taps(cond, seen), phase)
         else:
@@ -462,7 +507,7 @@ class LPCNet(VocoderModel):
         head = self.period_logits(features).float()
         target = self._period_targets(periods, voiced)
         per_frame = -(target * F.log_softmax(head, dim=-1)).sum(-1)
-        weight = (complete.float() if self.pitch_phase else voiced.float()) * complete.float()
+        weight = (complete.float() if self.voicing else voiced.float()) * complete.float()
         period_loss = (per_frame * weight).sum() / weight.sum().clamp_min(1.0)
         predicted, predicted_voiced = self.predicted_pitch(features.detach())
         cents = 1200.0 * torch.log2(predicted.float() / periods.float()).abs()
@@ -473,7 +518,7 @@ class LPCNet(VocoderModel):
             "period_within_50c": float(((cents <= 50.0).float() * on).sum() / on.sum().clamp_min(1.0)),
             "voiced": float(on.sum() / complete.float().sum().clamp_min(1.0)),
         }
-        if self.pitch_phase:
+        if self.voicing:
             agree = (predicted_voiced == voiced).float() * complete.float()
             parts["vuv_agree"] = float(agree.sum() / complete.float().sum().clamp_min(1.0))
         return loss + self.period_weight * period_loss, parts
@@ -485,7 +530,7 @@ class LPCNet(VocoderModel):
         cents = 1200.0 * torch.log2(lags / periods.unsqueeze(-1).float())
         target = torch.exp(-0.5 * (cents / 25.0).square())
         target = target / target.sum(-1, keepdim=True)
-        if not self.pitch_phase:
+        if not self.voicing:
             return target
         target = torch.where(voiced.unsqueeze(-1), target, torch.zeros_like(target))
         return torch.cat([target, (~voiced).float().unsqueeze(-1)], dim=-1)
@@ -513,30 +558,37 @@ class LPCNet(VocoderModel):
     def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, ...]:
         """(h [B, H], signal history s_{t-1}, s_{t-2}, ... [B, order], previous excitation class [B],
         excitation memory e_{t-1}, e_{t-2}, ... [B, excitation_memory] (silence class; width 0 without taps),
-        pulse clock n [B] (samples since the last pulse, see `vocoders.pitch.free_running_phases`))."""
+        pulse clock n [B] (samples since the last pulse, see `vocoders.pitch.free_running_phases`),
+        residual memory r_{t-1}, r_{t-2}, ... [B, residual_memory] (zeros; width 0 without the long-term predictor))."""
         hidden = torch.zeros(batch, self.hidden_size, device=device)
         history = torch.zeros(batch, self.lpc_order, device=device)
         excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=device)
         memory = torch.full((batch, self.excitation_memory), EXCITATION_CLASSES // 2, dtype=torch.long, device=device)
         clock = torch.zeros(batch, dtype=torch.long, device=device)
-        return hidden, history, excitation, memory, clock
+        residuals = torch.zeros(batch, self.residual_memory, device=device)
+        return hidden, history, excitation, memory, clock, residuals
 
     def step(self, state, cond_t, noise_t, temperature, forced=None):
         """One sample. cond_t [B, D + frame_channels]; noise_t [B, 1]; forced [B] PCM classes.
 
         Returns (state, PCM class of s_t [B], excitation logits [B, 256]).
         """
-        hidden, history, previous_excitation, memory, clock = state
+        hidden, history, previous_excitation, memory, clock, residuals = state
         D = self.cond_channels
-        prediction = predict_step(history, cond_t[:, D : self.period_channel].float())
+        short = predict_step(history, cond_t[:, D : self.period_channel].float())
+        prediction = short
         taps = phase = None
         if self.uses_pitch:
             period = cond_t[:, self.period_channel].round().long()
+        if self.voicing:
+            voiced = cond_t[:, self.period_channel + 1] > 0.5
+        if self.ltp_gain:
+            gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).to(short.dtype)
+            prediction = short + long_term_step(residuals, period, gain, self.ltp_taps)
         if self.pitch_taps:  # e_{t-T+k} is memory[:, T - k - 1]
             offsets = torch.tensor(list(self.tap_offsets), device=memory.device)
             taps = memory.gather(1, period.unsqueeze(1) - offsets - 1)
         if self.pitch_phase:  # the pulse clock of `pitch.free_running_phases`
-            voiced = cond_t[:, self.period_channel + 1] > 0.5
             clock = torch.where(clock >= period, torch.zeros_like(clock), clock)
             cycle = cycle_classes(clock, period, self.pitch_phase)
             phase = torch.where(voiced, cycle, torch.full_like(clock, self.pitch_phase))
@@ -560,7 +612,9 @@ class LPCNet(VocoderModel):
             signal = pcm_values(sample)
         history = torch.cat([signal.unsqueeze(1), history[:, :-1]], dim=1)
         memory = torch.cat([excitation.unsqueeze(1), memory[:, :-1]], dim=1)
-        return (hidden, history, excitation, memory, clock), sample, logits
+        if self.ltp_gain:
+            residuals = torch.cat([(signal - short).unsqueeze(1), residuals[:, :-1]], dim=1)
+        return (hidden, history, excitation, memory, clock, residuals), sample, logits
 
 
 def noisy_history_reference(clean: torch.Tensor, lpc: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, ...]:

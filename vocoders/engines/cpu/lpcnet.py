@@ -17,6 +17,8 @@ stream the loop then does what `LPCNet.step` does:
 With long-term prediction the taps T_k read a memory of the last excitation classes at the
 frame's period T (a conditioning channel), one table [256, 3H] per tap. With the pulse-phase
 input a pulse clock (the integer recurrence of `LPCNet.step`) adds the row of its phase class.
+With the long-term predictor, p adds g * sum_j h_j r_{t-T+j-M} over a memory of the short-term
+residuals r = s - p_short, summed as `lpc.long_term_step` sums.
 
 The prediction, the mu-law classes, the PCM rounding and the draw reproduce the reference's
 arithmetic exactly; the matrix products and the gate functions sum and round in their own order
@@ -107,7 +109,9 @@ def lpcnet_loop(
     tap_offsets,  # [K] int64: k of tap j, reading e_{t-T+k}
     period,  # [B, F] int64 each frame's period T (read only with taps or phase)
     table_phase,  # [P + 1, 3H] f32: the phase class's row (0 rows: no phase input)
-    voiced,  # [B, F] int64 each frame's voicing 0/1 (read only with phase)
+    voiced,  # [B, F] int64 each frame's voicing 0/1 (read only with phase or the long-term predictor)
+    ltp_taps,  # [2M + 1] f32 the long-term predictor's low-pass (0 taps: none)
+    ltp_gain,  # float32 its gain in voiced frames
     bias_ih,  # [3H] f32
     w_hh,  # [H, 3H] f32 input-major
     bias_hh,  # [3H] f32
@@ -129,6 +133,7 @@ def lpcnet_loop(
     excitation,  # [B] int64 previous excitation class, updated in place
     memory,  # [B, R] int64 e_{t-1}, e_{t-2}, ..., updated in place (R = 0 without taps)
     clock,  # [B] int64 samples since the last pulse, updated in place
+    residuals,  # [B, R'] f32 r_{t-1}, r_{t-2}, ... short-term residuals, updated in place (R' = 0 without LTP)
     samples_out,  # [B, T] int64
     logits_out,  # [B, T, 256] f32 to record logits, or [B, 0, 256]
     start,  # first step of this call
@@ -145,6 +150,11 @@ def lpcnet_loop(
     record = logits_out.shape[1] > 0
     n_taps = tap_offsets.shape[0]
     bins = table_phase.shape[0] - 1  # -1: no phase input
+    n_ltp = ltp_taps.shape[0]
+    ltp_half = n_ltp // 2
+    reach_r = residuals.shape[1]
+    gain32 = np.float32(ltp_gain)
+    short = np.empty(batch, np.float32)
     reach = memory.shape[1]
     forcing = forced.shape[1] > 0
     one = np.float32(1.0)
@@ -164,6 +174,14 @@ def lpcnet_loop(
             p = zero
             for k in range(order):  # the order and rounding of lpc.predict_step
                 p = p + lpc[b, frame, k] * history[b, k]
+            short[b] = p
+            if n_ltp > 0:  # lpc.long_term_step: the gain is 0 in unvoiced frames
+                lag = period[b, frame]
+                y = zero
+                for j in range(n_ltp):
+                    y = y + ltp_taps[j] * residuals[b, lag - (j - ltp_half) - 1]
+                g = gain32 if voiced[b, frame] != 0 else zero
+                p = p + g * y
             prediction[b] = p
             cs = mulaw_class(history[b, 0], thresholds)
             cp = mulaw_class(p, thresholds)
@@ -236,6 +254,10 @@ def lpcnet_loop(
             for k in range(order - 1, 0, -1):
                 history[b, k] = history[b, k - 1]
             history[b, 0] = signal
+            if reach_r > 0:
+                for k in range(reach_r - 1, 0, -1):
+                    residuals[b, k] = residuals[b, k - 1]
+                residuals[b, 0] = signal - short[b]
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -282,6 +304,7 @@ class LPCNetCPUEngine(Engine):
             else:
                 self.table_phase = np.zeros((0, width), np.float32)
             self.w_cond = w_ih[:, model.embedded_inputs * E :].contiguous().clone()  # [3H, D], applied at frame rate
+            self.ltp_taps = _numpy(model.ltp_taps) if model.ltp_gain else np.zeros(0, np.float32)
             self.bias_ih = _numpy(model.gru_bias_ih)
             self.w_hh = _numpy(model.gru_weight_hh.t())  # [H, 3H]
             self.bias_hh = _numpy(model.gru_bias_hh)
@@ -311,7 +334,7 @@ class LPCNetCPUEngine(Engine):
 
     def initial_loop_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """(hidden [B, H] zeros, history [B, order] zeros, previous excitation [B] = 128, excitation
-        memory [B, R] = 128, pulse clock [B] zeros): `LPCNet.initial_state`."""
+        memory [B, R] = 128, pulse clock [B] zeros, residual memory [B, R'] zeros): `LPCNet.initial_state`."""
         m = self.model
         return (
             np.zeros((batch, m.hidden_size), np.float32),
@@ -319,6 +342,7 @@ class LPCNetCPUEngine(Engine):
             np.full(batch, EXCITATION_CLASSES // 2, np.int64),
             np.full((batch, m.excitation_memory), EXCITATION_CLASSES // 2, np.int64),
             np.zeros(batch, np.int64),
+            np.zeros((batch, m.residual_memory), np.float32),
         )
 
     @torch.inference_mode()
@@ -352,22 +376,22 @@ class LPCNetCPUEngine(Engine):
         per_frame = cond[:, u : u + frames]
         empty = np.zeros((cond.shape[0], 0), np.int64)
         period = per_frame[..., m.period_channel].round().long().numpy() if m.uses_pitch else empty
-        voiced = (per_frame[..., m.period_channel + 1] > 0.5).long().numpy() if m.pitch_phase else empty
+        voiced = (per_frame[..., m.period_channel + 1] > 0.5).long().numpy() if m.voicing else empty
         period, voiced = np.ascontiguousarray(period), np.ascontiguousarray(voiced)
         batch, steps = samples.shape
         if forced is None:
             forced = np.empty((batch, 0), np.int64)
         if logits is None:
             logits = np.empty((batch, 0, EXCITATION_CLASSES), np.float32)
-        hidden, history, excitation, memory, clock = state
+        hidden, history, excitation, memory, clock, residuals = state
         for begin in range(0, steps, CHUNK_STEPS):
             lpcnet_loop(
                 self.table_s, self.table_p, self.table_e, self.table_taps, self.tap_offsets, period,
-                self.table_phase, voiced,
+                self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)),
                 self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
                 projected, lpc, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
-                history, excitation, memory, clock, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
+                history, excitation, memory, clock, residuals, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
 
