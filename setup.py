@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 SOURCES = ["module.c", "kernels_portable.c", "kernels_avx2.c", "kernels_avx512.c"]
 HEADERS = [
     "kernels.h", "simd.h", "kern_matvec.h", "kern_wavernn.h", "kern_sparse.h", "kern_wavenet.h", "kern_subscale.h",
+    "kern_cond.h",
 ]  # fmt: skip
 
 # No -march: the CPU is chosen at run time. No -ffast-math: the float64 sampling must round as the

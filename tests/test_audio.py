@@ -8,6 +8,7 @@ from vocoders.audio import (
     join_coarse_fine,
     mulaw_decode,
     mulaw_encode,
+    pcm_to_float,
     read_audio,
     split_coarse_fine,
     write_wav,
@@ -24,6 +25,17 @@ def test_coarse_fine_round_trip_over_all_16_bit_values():
     assert torch.equal(coarse * 256 + fine, pcm + 32768)  # high byte, low byte of the offset sample
     back = join_coarse_fine(coarse, fine)
     assert torch.equal(torch.round(back.double() * 32768).long(), pcm)
+
+
+@pytest.mark.parametrize("bits", [16, 10, 9])
+def test_pcm_to_float_equals_joining_the_split(bits):
+    """The decoders' short form gives join_coarse_fine's floats bit for bit (outside the range too)."""
+    low = bits // 2
+    far = torch.randint(-(1 << 23), 1 << 23, (4096,), generator=torch.Generator().manual_seed(0))
+    u = torch.cat([torch.arange(1 << bits), torch.tensor([-5, 1 << bits, (1 << bits) + 1000]), far])
+    joined = join_coarse_fine(u >> low, u & ((1 << low) - 1), bits)
+    assert pcm_to_float(u, bits).dtype == torch.float32
+    assert torch.equal(pcm_to_float(u, bits), joined)
 
 
 def test_coarse_fine_clips_out_of_range():

@@ -95,7 +95,14 @@ def test_streamed_audio_equals_whole_utterance_for_any_chunking(case):
 
 
 @pytest.mark.parametrize(
-    "case, frames", [("wavernn-cpu", 12), ("wavenet-cpu", 12), ("subscale-cpu", 12), ("subscale-reference", 3)]
+    "case, frames",
+    [
+        ("wavernn-cpu", 12),
+        ("sparse-wavernn-sparse-cpu", 12),
+        ("wavenet-cpu", 12),
+        ("subscale-cpu", 12),
+        ("subscale-reference", 3),
+    ],
 )
 def test_a_batch_of_streams_equals_the_batch_generated_whole(case, frames):
     build, engine = CASES[case]

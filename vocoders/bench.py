@@ -105,7 +105,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     with torch.inference_mode():
         mel = random_mel(model, frames, batch, int(bench.seed)).to(device)
         start = time.perf_counter()
-        cond = model.conditioning(model.pad_mel(mel))
+        cond = engine.conditioning(model.pad_mel(mel))
         conditioning_seconds = time.perf_counter() - start
     steps = model.num_samples(cond)
     noise = draw_noise(batch, steps, model.noise_per_step, seed=int(bench.seed))
@@ -185,7 +185,7 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
     def whole_once() -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            samples = engine.generate(model.conditioning(model.pad_mel(mel)), noise, temperature)
+            samples = engine.generate(engine.conditioning(model.pad_mel(mel)), noise, temperature)
             model.decode(samples.cpu())
         if device.type == "cuda":
             torch.cuda.synchronize(device)

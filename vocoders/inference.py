@@ -59,7 +59,8 @@ def check_mel(mel, config: MelConfig, source: str = "mel") -> torch.Tensor:
         )
     if mel.shape[2] == 0 or mel.shape[0] == 0:
         raise MelError(f"{source}: mel is empty (shape {shape})")
-    mel = mel.float()
+    if mel.dtype != torch.float32:
+        mel = mel.float()
     found_lo, found_hi = (float(v) for v in torch.aminmax(mel))  # one pass; NaN and Inf show in it
     if not (math.isfinite(found_lo) and math.isfinite(found_hi)):
         raise MelError(f"{source}: mel contains NaN or Inf")
@@ -123,7 +124,7 @@ class Vocoder:
         mel = check_mel(mel, self.mel_config, source).to(self.device)
         self.check_speaker(speaker, source)
         padded = self.model.pad_mel(mel)
-        cond = self.model.conditioning(padded) if speaker is None else self.model.conditioning(padded, speaker=speaker)
+        cond = self.engine.conditioning(padded, speaker)
         steps = self.model.num_samples(cond)
         noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
         audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()

@@ -65,6 +65,10 @@ class NoiseSource:
         self._block: tuple[int, torch.Tensor] | None = None  # the last block drawn, reused by short chunks
 
     def take(self, steps: int) -> torch.Tensor:
+        block, offset = divmod(self.position, NOISE_BLOCK)
+        if offset + steps <= NOISE_BLOCK and self._block is not None and self._block[0] == block:
+            self.position += steps  # a short chunk inside the last block: one copy (a stream, per chunk)
+            return self._block[1][:, offset : offset + steps].clone(memory_format=torch.contiguous_format)
         out = torch.empty(self.batch, steps, self.per_step)
         done = 0
         while done < steps:

@@ -58,8 +58,6 @@ class Stream:
         self._upsample_context = self.model.upsample_context
         self._mel: torch.Tensor | None = None  # [B, n_mels, frames] padded frames from self._mel_start on
         self._mel_start = 0  # padded index of self._mel's first frame = index of the next cond frame to compute
-        self._cond: torch.Tensor | None = None  # [B, frames, D] conditioning frames from self._cond_start on
-        self._cond_start = 0
         self._frames_in = 0  # real frames pushed
         self._frames_sent = 0  # frames whose conditioning went to the engine
         self._samples_out = 0  # samples per stream the engine returned
@@ -81,7 +79,8 @@ class Stream:
         chunk = check_mel(mel_chunk, self.vocoder.mel_config, "mel chunk")
         if chunk.shape[0] != self.batch:
             raise MelError(f"mel chunk: batch of {chunk.shape[0]} for a stream of batch {self.batch}")
-        chunk = chunk.to(self.vocoder.device)
+        if chunk.device != self.vocoder.device:
+            chunk = chunk.to(self.vocoder.device)
         if self._mel is None:  # the left padding: the first frame repeated, as for a whole utterance
             self._mel = torch.cat([chunk[:, :, :1].expand(-1, -1, self._context), chunk], dim=2)
         else:
@@ -92,7 +91,8 @@ class Stream:
 
     def pull(self) -> torch.Tensor:
         """The audio generated since the last pull: float32 [samples] (batch 1) or [B, samples], CPU."""
-        audio = torch.cat(self._ready, dim=1) if self._ready else torch.empty(self.batch, 0)
+        ready = self._ready
+        audio = ready[0] if len(ready) == 1 else torch.cat(ready, dim=1) if ready else torch.empty(self.batch, 0)
         self._ready = []
         return audio[0] if self.batch == 1 else audio
 
@@ -151,16 +151,12 @@ class Stream:
         # (cond frame j reads padded mel frames j .. j + 2 (context - u)), keep the 2u they share.
         end = self._frames_sent + frames + 2 * u
         window = self._mel[:, :, : end - self._mel_start + 2 * (self._context - u)]
-        fresh = model.conditioning(window) if self.speaker is None else model.conditioning(window, speaker=self.speaker)
-        self._cond = fresh if self._cond is None else torch.cat([self._cond, fresh], dim=1)
+        fresh = self.vocoder.engine.conditioning(window, self.speaker)  # as whole-utterance generation computes it
         self._mel = self._mel[:, :, end - self._mel_start :]
         self._mel_start = end
-        cond = self._cond[:, self._frames_sent - self._cond_start :]
-        samples = self._engine.run(cond, self._noise.take(frames * model.hop_length))
+        # The engine keeps the 2u rows this chunk shares with the next (EngineStream.run_fresh).
+        samples = self._engine.run_fresh(fresh, self._noise.take(frames * model.hop_length), 2 * u)
         self._frames_sent += frames
-        keep_from = self._frames_sent - self._cond_start  # the next chunk starts at the next frame
-        self._cond = self._cond[:, keep_from:]
-        self._cond_start += keep_from
         self._emit(samples)
 
     def _emit(self, samples: torch.Tensor | None) -> None:
@@ -168,13 +164,14 @@ class Stream:
         if samples is None or not samples.shape[1]:
             return
         self._samples_out += samples.shape[1]
-        self._ready.append(self._decode(samples.cpu()))
+        self._ready.append(self._decode(samples if samples.device.type == "cpu" else samples.cpu()))
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Sample classes [B, n] -> audio [B, n], with the earlier samples the decoder reads in front."""
         context = self.model.decode_context
         if not context:
-            return self.model.decode(samples).float()
+            audio = self.model.decode(samples)
+            return audio if audio.dtype == torch.float32 else audio.float()
         joined = torch.cat([self._history, samples], dim=1)
         audio = self.model.decode(joined).float()[:, self._history.shape[1] :]
         self._history = joined[:, -context:]

@@ -158,6 +158,23 @@ typedef struct {
     int64_t start;
 } wavenet_job;
 
+/* The mel conditioning network (kern_cond.h): conv_in [channels, n_mels * kernel] and the blocks'
+ * conv1 and conv2 [channels, channels], float32 with their biases. */
+#define MAX_COND_BLOCKS 8
+typedef struct {
+    int n_mels, kernel, channels, blocks;
+    packed_matrix conv_in, conv1[MAX_COND_BLOCKS], conv2[MAX_COND_BLOCKS];
+} cond_weights;
+
+/* `frames` output frames of `batch` streams; band m of stream b is mel + b * mel_batch_stride +
+ * m * mel_band_stride, frame + kernel - 1 samples long from the first output frame on. */
+typedef struct {
+    int batch, frames;
+    const float *mel;
+    ptrdiff_t mel_batch_stride, mel_band_stride;
+    float *out; /* [batch][frames][channels] */
+} cond_job;
+
 typedef struct {
     const char *name;
     /* Sum of `count` floats read `reps` times (the benchmark's read-bandwidth probe). */
@@ -177,6 +194,8 @@ typedef struct {
     int (*wavenet_run)(const wavenet_weights *w, const wavenet_job *job);
     /* The Subscale WaveRNN loop over a range of steps. 0, -1: no memory, -2: a sample outside the window. */
     int (*subscale_run)(const subscale_weights *w, const subscale_job *job);
+    /* The conditioning network on a mel's frames. 0, or -1: no memory. */
+    int (*cond_net)(const cond_weights *w, const cond_job *job);
 } kernel_table;
 
 extern const kernel_table kernels_portable;

@@ -17,8 +17,9 @@
 #include "kern_sparse.h"
 #include "kern_wavenet.h"
 #include "kern_subscale.h"
+#include "kern_cond.h"
 
-const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation, wavenet_run, subscale_run};
+const kernel_table kernels_avx512 = {"avx512", read_sum, matvec, wavernn_run, sparse_matvec, sparse_wavernn_run, activation, wavenet_run, subscale_run, cond_net};
 
 #if defined(__clang__)
 #pragma clang attribute pop

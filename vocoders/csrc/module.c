@@ -386,6 +386,56 @@ static PyObject *native_wavenet_run(PyObject *self, PyObject *args) {
 }
 
 
+/* (n_mels, kernel, channels, conv_in spec, (conv1 spec, conv2 spec) per block) -> w. */
+static int parse_cond(PyObject *spec, cond_weights *w) {
+    PyObject *conv_in, *blocks;
+    if (!PyTuple_Check(spec) || !PyArg_ParseTuple(spec, "iiiO!O!", &w->n_mels, &w->kernel, &w->channels, &PyTuple_Type,
+                                                  &conv_in, &PyTuple_Type, &blocks))
+        return 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(blocks);
+    if (count % 2 || count / 2 > MAX_COND_BLOCKS || w->n_mels < 1 || w->kernel < 1 || w->channels < 1) {
+        PyErr_Format(PyExc_ValueError, "cond_net: bad sizes or more than %d blocks", MAX_COND_BLOCKS);
+        return 0;
+    }
+    w->blocks = (int)(count / 2);
+    if (!parse_matrix(conv_in, &w->conv_in)) return 0;
+    for (int k = 0; k < w->blocks; k++)
+        if (!parse_matrix(PyTuple_GET_ITEM(blocks, 2 * k), &w->conv1[k]) ||
+            !parse_matrix(PyTuple_GET_ITEM(blocks, 2 * k + 1), &w->conv2[k]))
+            return 0;
+    int ok = w->conv_in.rows == w->channels && w->conv_in.cols == w->n_mels * w->kernel &&
+             w->conv_in.dtype == WEIGHT_F32;
+    for (int k = 0; k < w->blocks; k++)
+        ok = ok && w->conv1[k].rows == w->channels && w->conv1[k].cols == w->channels && w->conv1[k].dtype == WEIGHT_F32 &&
+             w->conv2[k].rows == w->channels && w->conv2[k].cols == w->channels && w->conv2[k].dtype == WEIGHT_F32;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "cond_net: matrix shapes do not fit the sizes (float32 only)");
+    return ok;
+}
+
+static PyObject *native_cond_net(PyObject *self, PyObject *args) {
+    PyObject *spec;
+    unsigned long long mel, out;
+    Py_ssize_t batch_stride, band_stride;
+    const char *isa = NULL;
+    cond_weights w;
+    cond_job job;
+    if (!PyArg_ParseTuple(args, "OKnniiK|z", &spec, &mel, &batch_stride, &band_stride, &job.batch, &job.frames, &out,
+                          &isa))
+        return NULL;
+    if (!parse_cond(spec, &w)) return NULL;
+    if (job.batch < 1 || job.frames < 1) return PyErr_Format(PyExc_ValueError, "cond_net: batch and frames must be >= 1");
+    const kernel_table *table = table_for(isa);
+    if (!table) return NULL;
+    job.mel = (const float *)(uintptr_t)mel;
+    job.mel_batch_stride = batch_stride;
+    job.mel_band_stride = band_stride;
+    job.out = (float *)(uintptr_t)out;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = table->cond_net(&w, &job);
+    Py_END_ALLOW_THREADS if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
     {"isas", native_isas, METH_NOARGS, "isas() -> instruction sets this CPU runs, best first."},
     {"read_sum", native_read_sum, METH_VARARGS,
@@ -404,6 +454,9 @@ static PyMethodDef native_methods[] = {
      "activation(kind, x, out, count, isa=None): sigmoid (0), tanh (1) or exp (2) as the loops compute them."},
     {"wavenet_run", native_wavenet_run, METH_VARARGS,
      "wavenet_run(weights, job, isa=None, state=None): the WaveNet sampling loop; state = (history, previous, start) (see vocoders/engines/cpu/wavenet.py)."},
+    {"cond_net", native_cond_net, METH_VARARGS,
+     "cond_net(weights, mel, batch_stride, band_stride, batch, frames, out, isa=None): the mel conditioning network "
+     "(see vocoders/engines/cpu/conditioning.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,11 +23,24 @@ class EngineStream(ABC):
     all n * hop of them; one whose samples need conditioning from further on (Subscale WaveRNN's
     stagger) returns those it has been able to make so far, and `finish()`, at the end of the
     utterance, the rest. Run over the chunks of an utterance, the returned samples are exactly those
-    `Engine.generate` returns for the whole one (tests hold every engine to it).
+    `Engine.generate` returns for the whole one (tests hold every engine to it). Consecutive chunks
+    share 2u rows of conditioning; a `Stream` hands over only the rows after them (`run_fresh`).
     """
 
     @abstractmethod
     def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor: ...
+
+    def run_fresh(self, fresh: torch.Tensor, noise: torch.Tensor, shared: int) -> torch.Tensor:
+        """`run`, given only the conditioning rows not given before (what a `Stream` computes per chunk).
+
+        Consecutive chunks share `shared` (2u) rows: fresh is [B, n + 2u, D] for the first chunk and
+        [B, n, D], the rows after the shared ones, for the others. This keeps the shared rows and
+        calls `run`; an engine that keeps its own work on them (their projection) overrides it.
+        """
+        kept = getattr(self, "_shared_rows", None)
+        cond = fresh if kept is None else torch.cat([kept, fresh], dim=1)
+        self._shared_rows = cond[:, cond.shape[1] - shared :]
+        return self.run(cond, noise)
 
     def finish(self) -> torch.Tensor | None:
         """The utterance has ended: the samples `run` held back, [B, m] int64 (None: there are none)."""
@@ -109,6 +122,16 @@ class Engine(ABC):
     def available_to_auto(cls, model: VocoderModel, device: torch.device | str) -> str | None:
         """As `available`, for `engine=auto` (an engine may run somewhere auto should not pick it)."""
         return cls.available(model, device)
+
+    def conditioning(self, mel: torch.Tensor, speaker=None) -> torch.Tensor:
+        """The model's frame-rate conditioning of a padded mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2u, D].
+
+        What a `Vocoder` and its streams feed this engine (both call it, so they get the same numbers);
+        an engine may run the network in its own kernels (the CPU engines do). speaker: for a
+        multi-speaker model only.
+        """
+        model = self.model
+        return model.conditioning(mel) if speaker is None else model.conditioning(mel, speaker=speaker)
 
     @abstractmethod
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -31,9 +31,9 @@ from torch import nn
 from ..audio import (
     deemphasis_taps,
     deemphasize,
-    join_coarse_fine,
     mulaw_decode,
     mulaw_encode,
+    pcm_to_float,
     preemphasize,
     split_coarse_fine,
 )
@@ -187,8 +187,7 @@ class WaveRNN(VocoderModel):
         if self.encoding == "mulaw":
             audio = mulaw_decode(samples, 1 << self.bits)
         else:
-            low = self.bits // 2
-            audio = join_coarse_fine(samples >> low, samples & ((1 << low) - 1), self.bits)
+            audio = pcm_to_float(samples, self.bits)  # join_coarse_fine(split), in fewer operations
         if self.preemphasis:
             audio = deemphasize(audio, self.preemphasis).clamp_(-1.0, 1.0)
         return audio

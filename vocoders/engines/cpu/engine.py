@@ -3,9 +3,12 @@
 Weights are packed once, at construction (float32, or bfloat16 / int8 storage with float32
 accumulation: `dtype`), so the engine sees the weights the model had then. Per call, the input
 projection of the conditioning (W_cond = gru_weight_ih[:, 3:], 3H x D) is applied at frame rate
-by one matrix product: the upsampler is linear and shared across channels, so projecting then
-interpolating equals interpolating then projecting, and per sample only R, the three sample
-columns of the input matrix and O1-O4 remain.
+by the native matrix-vector kernel: the upsampler is linear and shared across channels, so
+projecting then interpolating equals interpolating then projecting, and per sample only R, the
+three sample columns of the input matrix and O1-O4 remain. The mel conditioning network runs in
+the native kernels too (`conditioning`, engines/cpu/conditioning.py). Both give each frame its own
+numbers whatever frames are computed together, so a stream's chunks cost one native call each for
+them and reproduce whole-utterance generation exactly.
 
 Batches: the streams are split over `threads` workers (Python threads; the kernel releases the
 GIL), and each worker steps its streams together so they share every read of the weights.
@@ -23,17 +26,20 @@ from dataclasses import dataclass
 import torch
 
 from ...models.base import VocoderModel
-from ...models.layers import FrameUpsampler, linear_rows
+from ...models.layers import FrameUpsampler
 from ...models.subscale import SubscaleWaveRNN
 from ...models.wavernn import COLUMN_C_NOW, COLUMN_C_PREV, COLUMN_F_PREV, FIRST_COND_COLUMN, WaveRNN
 from ...native import native_status
 from ..base import Engine, EngineStream
+from .conditioning import NativeConditioning
 from .packing import PackedMatrix, pack_matrix, padded_vector
 from .shares import row_address, run_in_shares
 from .subscale import SubscaleCpuLoop, SubscaleCpuStream
 
 # Samples per native call; the recurrent state carries over between calls.
 CHUNK_STEPS = 8192
+# Rows the native matrix-vector kernel takes per call (its limit on streams).
+MATVEC_ROWS = 64
 
 
 @dataclass
@@ -54,7 +60,7 @@ class PackedWaveRNN:
     w_f_prev: torch.Tensor
     w_c_now: torch.Tensor
     upsample: torch.Tensor
-    w_cond: torch.Tensor  # [3H, D], applied at frame rate in PyTorch
+    w_cond: torch.Tensor  # [3H, D], applied at frame rate (CpuEngine._project)
 
     @classmethod
     def from_model(cls, model: WaveRNN, dtype: str, pack_weights: Callable = pack_matrix) -> PackedWaveRNN:
@@ -133,6 +139,7 @@ class CpuEngine(Engine):
         core = model.core if isinstance(model, SubscaleWaveRNN) else model
         self.packed = PackedWaveRNN.from_model(core, dtype)
         self.subscale = SubscaleCpuLoop(model, self.packed, self.native, self.isa) if core is not model else None
+        self.native_cond = native_conditioning(model, self.native, self.isa)
 
     @classmethod
     def available(cls, model: VocoderModel, device: torch.device | str) -> str | None:
@@ -148,6 +155,13 @@ class CpuEngine(Engine):
         if type(model.upsampler) is not FrameUpsampler:
             return "the compiled loop needs the linear FrameUpsampler"
         return native_status()[1]
+
+    def conditioning(self, mel: torch.Tensor, speaker=None) -> torch.Tensor:
+        """As `Engine.conditioning`, the network in the native kernel where it is the plain one (see
+        engines/cpu/conditioning.py): a stream's chunks then cost one call each, not a dozen."""
+        if self.native_cond is None or speaker is not None:
+            return super().conditioning(mel, speaker)
+        return self.native_cond(mel)
 
     @torch.inference_mode()
     def generate(self, cond: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -193,9 +207,36 @@ class CpuEngine(Engine):
         (a stream calls the loop per chunk)."""
         return self.packed.spec(self.model)
 
+    @functools.cached_property
+    def w_cond_packed(self) -> tuple[PackedMatrix, tuple]:
+        """W_cond [3H, D] packed float32 for the native matrix-vector kernel, and its spec (built once)."""
+        packed = pack_matrix(self.packed.w_cond)
+        return packed, packed.spec()
+
     def _project(self, cond: torch.Tensor) -> torch.Tensor:
-        """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate)."""
-        return linear_rows(cond.detach().to("cpu", torch.float32), self.packed.w_cond).contiguous()
+        """Frame-rate conditioning [B, F + 2u, D] -> its input projection [B, F + 2u, 3H] (W_cond at frame rate).
+
+        The native matrix-vector kernel multiplies each row on its own (MATVEC_ROWS rows share one pass
+        over the weights), so a row's numbers do not depend on how many are projected together: a
+        stream projecting a few frames per chunk gets the whole utterance's numbers, in one native
+        call instead of several PyTorch ones.
+        """
+        batch, frames, width = cond.shape
+        if cond.dtype != torch.float32 or cond.device.type != "cpu" or cond.requires_grad:
+            cond = cond.detach().to("cpu", torch.float32)
+        rows = cond.reshape(batch * frames, width)
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
+        packed, spec = self.w_cond_packed
+        out = torch.empty(batch * frames, packed.rows_padded)
+        x, y = rows.data_ptr(), out.data_ptr()
+        for first in range(0, batch * frames, MATVEC_ROWS):
+            count = min(MATVEC_ROWS, batch * frames - first)
+            self.native.matvec(spec, x + 4 * first * width, width, y + 4 * first * packed.rows_padded,
+                               packed.rows_padded, count, self.isa)  # fmt: skip
+        if packed.rows_padded != packed.rows:
+            out = out[:, : packed.rows].contiguous()
+        return out.view(batch, frames, packed.rows)
 
     def _run(
         self,
@@ -243,6 +284,13 @@ class CpuEngine(Engine):
         run_in_shares(batch, self.threads or torch.get_num_threads(), share, stop)
 
 
+def native_conditioning(model: VocoderModel, native, isa: str) -> NativeConditioning | None:
+    """The model's conditioning network in the native kernel, or None where the model computes it otherwise."""
+    if type(model).conditioning is not WaveRNN.conditioning or not NativeConditioning.supports(model.cond_net):
+        return None
+    return NativeConditioning(model.cond_net, native, isa)
+
+
 def family_engine(model: VocoderModel) -> type[Engine] | None:
     """The 'cpu' engine of a model family that has its own compiled loop (None: WaveRNN's, this file)."""
     if model.name == "wavenet":
@@ -257,17 +305,44 @@ def family_engine(model: VocoderModel) -> type[Engine] | None:
 
 
 class CpuStream(EngineStream):
-    """The compiled WaveRNN loop (dense or sparse), hidden state and last sample kept between chunks."""
+    """The compiled WaveRNN loop (dense or sparse), hidden state and last sample kept between chunks.
+
+    Consecutive chunks share 2u conditioning rows (the upsampler's context, see `EngineStream`); their
+    projection is kept from the chunk before, so each row is projected once, in a product of the new
+    rows only (`CpuEngine._project`: the same numbers as projecting the whole utterance at once).
+    """
 
     def __init__(self, engine: CpuEngine, batch: int, temperature: float) -> None:
         self.engine, self.temperature = engine, temperature
         self.state = engine.initial_native_state(batch)
+        self.shared = 2 * engine.model.upsample_context
+        self._tail: torch.Tensor | None = None  # [B, 2u, 3H] projection of the last chunk's last 2u rows
 
     @torch.inference_mode()
     def run(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self._loop(self.project(cond), noise)
+
+    @torch.inference_mode()
+    def run_fresh(self, fresh: torch.Tensor, noise: torch.Tensor, shared: int) -> torch.Tensor:
+        """As `EngineStream.run_fresh`: only the fresh rows are projected (the shared ones were, last chunk)."""
+        return self._loop(self._extend(self.engine._project(fresh)), noise)
+
+    def project(self, cond: torch.Tensor) -> torch.Tensor:
+        """This chunk's conditioning [B, n + 2u, D] -> its input projection [B, n + 2u, 3H], contiguous."""
+        return self._extend(self.engine._project(cond if self._tail is None else cond[:, self.shared :]))
+
+    def _extend(self, fresh: torch.Tensor) -> torch.Tensor:
+        """The projection of the fresh rows [B, m, 3H] -> the chunk's [B, n + 2u, 3H], the shared rows in front."""
+        projected = fresh if self._tail is None else torch.cat([self._tail, fresh], dim=1)
+        self._tail = projected[:, projected.shape[1] - self.shared :]
+        return projected
+
+    def _loop(self, projected: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The native loop over a chunk's projected conditioning [B, n + 2u, 3H]: samples [B, n * hop]."""
         engine = self.engine
-        steps = engine.check_inputs(engine.model, cond, noise)
-        samples = torch.empty(cond.shape[0], steps, dtype=torch.long)
-        noise = noise.detach().to("cpu", torch.float32).contiguous()
-        engine._run(engine._project(cond), noise, None, samples, None, self.temperature, self.state)
+        steps = engine.check_inputs(engine.model, projected, noise)
+        samples = torch.empty(projected.shape[0], steps, dtype=torch.long)
+        if noise.dtype != torch.float32 or noise.device.type != "cpu" or not noise.is_contiguous():
+            noise = noise.detach().to("cpu", torch.float32).contiguous()
+        engine._run(projected, noise, None, samples, None, self.temperature, self.state)
         return samples

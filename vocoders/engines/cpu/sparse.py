@@ -4,8 +4,10 @@ At construction the pruned matrices are packed in block-sparse form (engines/cpu
 16x1 or 4x4 blocks, found from the weights' exact zeros), so a product reads only the kept blocks
 and, for 16x1 blocks, one activation per block. R and whichever output layers were pruned are packed
 sparse; a dense output layer is packed as every 16x1 block and multiplied over the non-zero inputs
-only (the ReLU zeroes about half of them). Everything else (the conditioning projected at frame rate,
-the gates, the draws) is the dense compiled engine's, see engines/cpu/engine.py.
+only (the ReLU zeroes about half of them). The conditioning's projection W_cond, pruned with the
+input matrix, is applied at frame rate by the block-sparse kernel too (a row per call). Everything
+else (the conditioning network, the gates, the draws) is the dense compiled engine's, see
+engines/cpu/engine.py.
 
 `dtype` float16 or bfloat16 stores the weights in half precision and accumulates in float32, as the
 paper did on mobile CPUs; the engine then samples the model whose weights are rounded to that
@@ -17,6 +19,7 @@ precision (tests compare it with the reference engine on exactly those weights).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 
@@ -28,9 +31,10 @@ from ...models.wavernn import WaveRNN
 from ...native import native_status
 from ...sparsity import not_sparse_reason
 from ..base import Engine
-from .engine import CpuEngine, PackedWaveRNN
+from .engine import CpuEngine, PackedWaveRNN, native_conditioning
+from .packing import PACK_ROWS
 from .shares import row_address, run_in_shares
-from .sparse_packing import pack_sparse
+from .sparse_packing import SparseMatrix, pack_sparse
 
 
 class PackedSparseWaveRNN(PackedWaveRNN):
@@ -90,6 +94,7 @@ class SparseCpuEngine(CpuEngine):
         self.threads = threads
         self.isa = os.environ.get("VOCODERS_ISA", "auto")
         self.packed = PackedSparseWaveRNN.from_model(model, dtype)
+        self.native_cond = native_conditioning(model, self.native, self.isa)
         self._inputs_read = [0, 0, 0]  # O2 and O4 inputs read, steps run (the dense layers skip zero inputs)
 
     @classmethod
@@ -126,6 +131,37 @@ class SparseCpuEngine(CpuEngine):
             f"the columns of non-zero inputs (measured fractions {read['O2']:.3f}, {read['O4']:.3f})"
         )
         return dataclasses.replace(cost, kept=kept, index_bytes=index_bytes, notes=notes)
+
+    @functools.cached_property
+    def w_cond_sparse(self) -> tuple[SparseMatrix, tuple, torch.Tensor] | None:
+        """W_cond [3H, D] packed block-sparse float32, its spec and the kernel's scratch; None where it is
+        not sparse (the recipe prunes the input matrix with R: at 95% a product reads a twentieth of it)."""
+        packed = pack_sparse(self.packed.w_cond)
+        if packed.dense:
+            return None
+        return packed, packed.spec(), torch.zeros(packed.cols, dtype=torch.int32)
+
+    def _project(self, cond: torch.Tensor) -> torch.Tensor:
+        """As `CpuEngine._project`, by the block-sparse kernel where W_cond is sparse, one row per call
+        (each row's numbers its own: the same for any number of rows)."""
+        sparse = self.w_cond_sparse
+        if sparse is None:
+            return super()._project(cond)
+        packed, spec, active = sparse
+        batch, frames, width = cond.shape
+        if cond.dtype != torch.float32 or cond.device.type != "cpu" or cond.requires_grad:
+            cond = cond.detach().to("cpu", torch.float32)
+        rows = cond.reshape(batch * frames, width)
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
+        padded = -(-packed.rows // PACK_ROWS) * PACK_ROWS  # the kernel writes whole 16-row groups
+        out = torch.empty(batch * frames, padded)
+        x, y, scratch, matvec = rows.data_ptr(), out.data_ptr(), active.data_ptr(), self.native.sparse_matvec
+        for row in range(batch * frames):
+            matvec(spec, x + 4 * row * width, y + 4 * row * padded, scratch, self.isa)
+        if padded != packed.rows:
+            out = out[:, : packed.rows].contiguous()
+        return out.view(batch, frames, packed.rows)
 
     def _run(self, projected, noise, forced, samples, logits, temperature: float, state=None) -> None:
         """Split the streams over the workers and run the native sparse loop on each share.
