@@ -42,6 +42,15 @@ CHUNK_STEPS = 8192
 MATVEC_ROWS = 64
 
 
+def cpu_rows(cond: torch.Tensor) -> torch.Tensor:
+    """Conditioning [B, F, D] as the contiguous float32 CPU rows [B * F, D] the native kernels read
+    (no copy when it already is)."""
+    if cond.dtype != torch.float32 or cond.device.type != "cpu" or cond.requires_grad:
+        cond = cond.detach().to("cpu", torch.float32)
+    rows = cond.reshape(-1, cond.shape[-1])
+    return rows if rows.is_contiguous() else rows.contiguous()
+
+
 @dataclass
 class PackedWaveRNN:
     """A WaveRNN's weights as the native loop reads them (kept alive while it runs).
@@ -222,11 +231,7 @@ class CpuEngine(Engine):
         call instead of several PyTorch ones.
         """
         batch, frames, width = cond.shape
-        if cond.dtype != torch.float32 or cond.device.type != "cpu" or cond.requires_grad:
-            cond = cond.detach().to("cpu", torch.float32)
-        rows = cond.reshape(batch * frames, width)
-        if not rows.is_contiguous():
-            rows = rows.contiguous()
+        rows = cpu_rows(cond)
         packed, spec = self.w_cond_packed
         out = torch.empty(batch * frames, packed.rows_padded)
         x, y = rows.data_ptr(), out.data_ptr()

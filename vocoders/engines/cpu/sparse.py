@@ -31,7 +31,7 @@ from ...models.wavernn import WaveRNN
 from ...native import native_status
 from ...sparsity import not_sparse_reason
 from ..base import Engine
-from .engine import CpuEngine, PackedWaveRNN, native_conditioning
+from .engine import CpuEngine, PackedWaveRNN, cpu_rows, native_conditioning
 from .packing import PACK_ROWS
 from .shares import row_address, run_in_shares
 from .sparse_packing import SparseMatrix, pack_sparse
@@ -149,11 +149,7 @@ class SparseCpuEngine(CpuEngine):
             return super()._project(cond)
         packed, spec, active = sparse
         batch, frames, width = cond.shape
-        if cond.dtype != torch.float32 or cond.device.type != "cpu" or cond.requires_grad:
-            cond = cond.detach().to("cpu", torch.float32)
-        rows = cond.reshape(batch * frames, width)
-        if not rows.is_contiguous():
-            rows = rows.contiguous()
+        rows = cpu_rows(cond)
         padded = -(-packed.rows // PACK_ROWS) * PACK_ROWS  # the kernel writes whole 16-row groups
         out = torch.empty(batch * frames, padded)
         x, y, scratch, matvec = rows.data_ptr(), out.data_ptr(), active.data_ptr(), self.native.sparse_matvec
