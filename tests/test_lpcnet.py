@@ -250,6 +250,8 @@ def test_bad_pitch_settings_are_refused():
         small(pitch_phase=90)
     with pytest.raises(ValueError, match="ltp_gain"):
         small(pitch_phase=8, ltp_gain=1.0)
+    with pytest.raises(ValueError, match="ltp_limit"):
+        small(pitch_phase=8, ltp_gain=0.5, ltp_limit=-1.0)
     with pytest.raises(ValueError, match="cannot be combined"):
         small(ltp_gain=0.5, injected_noise=1.0)
 
@@ -265,9 +267,12 @@ def test_the_long_term_predictor_repeats_the_low_band_one_period_back():
     period = torch.randint(44, 300, (2, 600))
     gain = torch.where(torch.rand(2, 600) > 0.3, torch.tensor(0.9), torch.tensor(0.0))
     parallel = long_term_predict(residual, period, gain, model.ltp_taps)
+    bounded = long_term_predict(residual, period, gain, model.ltp_taps, limit=0.1)
+    assert parallel.abs().max() > 0.09 * 1.5 and bounded.abs().max() <= 0.9 * 0.1 + 1e-7
     memory = torch.zeros(2, model.residual_memory)
     for t in range(600):
         assert torch.equal(long_term_step(memory, period[:, t], gain[:, t], model.ltp_taps), parallel[:, t])
+        assert torch.equal(long_term_step(memory, period[:, t], gain[:, t], model.ltp_taps, 0.1), bounded[:, t])
         memory = torch.cat([residual[:, t : t + 1], memory[:, :-1]], dim=1)
 
     frames = 24

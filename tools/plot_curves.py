@@ -37,11 +37,11 @@ def cpu_minutes_by_step(records: list[dict], threads: int) -> dict[int, float]:
     return out
 
 
-def read_curve(run_dir: Path, threads: int) -> list[tuple[int, float, float]]:
-    """[(step, cpu_minutes, valid loss)] of a run directory, one point per validated step (the last)."""
+def read_curve(run_dir: Path, threads: int, key: str = "loss") -> list[tuple[int, float, float]]:
+    """[(step, cpu_minutes, valid `key`)] of a run directory, one point per validated step (the last)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     minutes = cpu_minutes_by_step(records, threads)
-    valid = {r["step"]: r["loss"] for r in records if r["kind"] == "valid"}
+    valid = {r["step"]: r[key] for r in records if r["kind"] == "valid" and key in r}
     steps = sorted(minutes)
     out = []
     for step, loss in sorted(valid.items()):
@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--title", default="validation cross-entropy (nats per sample)")
     parser.add_argument("--x", choices=("cpu", "step"), default="cpu", help="CPU-minutes (default) or steps")
+    parser.add_argument("--key", default="loss", help="the validation record to plot (e.g. excitation_ce)")
     args = parser.parse_args()
     import matplotlib
 
@@ -67,7 +68,7 @@ def main() -> int:
     for spec in args.runs:
         label, rest = spec.split("=", 1)
         path, threads = rest.rsplit(":", 1)
-        curve = read_curve(Path(path), int(threads))
+        curve = read_curve(Path(path), int(threads), args.key)
         ax.plot([c[1] if args.x == "cpu" else c[0] for c in curve], [c[2] for c in curve], marker="o", label=label)
         for step, minutes, loss in curve:
             print(f"| {label} | {step} | {minutes:.1f} | {loss:.3f} |")

@@ -156,7 +156,7 @@ def lowpass_taps(cutoff_hz: float, sample_rate: int, half_width: int) -> torch.T
 
 
 def long_term_predict(
-    residual: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor
+    residual: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor, limit: float = 0.0
 ) -> torch.Tensor:
     """The long-term prediction g_t * sum_j h_j r_{t - T_t + j - M} of every sample (M = half the taps).
 
@@ -164,6 +164,8 @@ def long_term_predict(
     taps h [2M + 1] (`lowpass_taps`): the low band of the residual one period back, centred on
     t - T_t, all of it in the past. Zero before the start. Sums over j in increasing order from
     zero, one product at a time, as `long_term_step` does, so both give the same float32 value.
+    limit > 0 clips the filtered band to [-limit, limit] before the gain (a bound on the comb's
+    feedback that the low band of real speech stays below).
     """
     half = taps.shape[0] // 2
     t = torch.arange(residual.shape[1], device=residual.device)
@@ -172,14 +174,20 @@ def long_term_predict(
         index = t - period + (j - half)
         value = residual.gather(1, index.clamp_min(0))
         total = total + taps[j] * torch.where(index >= 0, value, torch.zeros_like(value))
+    if limit > 0:
+        total = total.clamp(-limit, limit)
     return gain * total
 
 
-def long_term_step(memory: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+def long_term_step(
+    memory: torch.Tensor, period: torch.Tensor, gain: torch.Tensor, taps: torch.Tensor, limit: float = 0.0
+) -> torch.Tensor:
     """One sample of `long_term_predict`. memory [B, R] (r_{t-1} first, R >= max period + M), period [B]
     int64, gain [B] -> [B]."""
     half = taps.shape[0] // 2
     total = torch.zeros_like(memory[:, 0])
     for j in range(taps.shape[0]):
         total = total + taps[j] * memory.gather(1, (period - (j - half) - 1).unsqueeze(1)).squeeze(1)
+    if limit > 0:
+        total = total.clamp(-limit, limit)
     return gain * total

@@ -113,6 +113,9 @@ class LPCNet(VocoderModel):
         period_weight: weight of the period head's cross-entropy in the loss.
         ltp_gain: gain g of the long-term predictor in voiced frames (0 = none; below 1 for a stable comb).
         ltp_cutoff_hz: the low band the long-term predictor repeats.
+        ltp_limit: bound on that band before the gain (0 = none). The low band of the cs-male-22k
+            training residual stays below 0.1 (its largest value over 40 utterances: 0.098); the bound
+            keeps the comb's feedback finite when generation drifts loud.
     """
 
     name = "lpcnet"
@@ -140,6 +143,7 @@ class LPCNet(VocoderModel):
         period_weight: float = 0.5,
         ltp_gain: float = 0.0,
         ltp_cutoff_hz: float = 1000.0,
+        ltp_limit: float = 0.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -182,6 +186,9 @@ class LPCNet(VocoderModel):
                 "ltp_gain and injected_noise cannot be combined (the re-synthesis has no long-term predictor)"
             )
         self.ltp_gain, self.ltp_cutoff_hz = float(ltp_gain), float(ltp_cutoff_hz)
+        if ltp_limit < 0:
+            raise ValueError(f"ltp_limit must be >= 0, got {ltp_limit}")
+        self.ltp_limit = float(ltp_limit)
         # Half the low-pass taps: the filter must stay in the past (M < shortest period).
         half = min(LTP_HALF_TAPS, self.periods.min_lag - 1)
         self.register_buffer("ltp_taps", lowpass_taps(self.ltp_cutoff_hz, self.sample_rate, half), persistent=False)
@@ -231,6 +238,7 @@ class LPCNet(VocoderModel):
             "period_weight": self.period_weight,
             "ltp_gain": self.ltp_gain,
             "ltp_cutoff_hz": self.ltp_cutoff_hz,
+            "ltp_limit": self.ltp_limit,
         }
 
     @property
@@ -374,7 +382,7 @@ class LPCNet(VocoderModel):
         period = cond[..., self.period_channel].round().long()
         voiced = cond[..., self.period_channel + 1] > 0.5
         gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).to(residual.dtype)
-        return long_term_predict(residual, period, gain, self.ltp_taps)
+        return long_term_predict(residual, period, gain, self.ltp_taps, self.ltp_limit)
 
     def _phases(self, cond: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
         """Phase classes [B, T] (None without the phase input): from the pulses of the true residual
@@ -584,7 +592,7 @@ class LPCNet(VocoderModel):
             voiced = cond_t[:, self.period_channel + 1] > 0.5
         if self.ltp_gain:
             gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).to(short.dtype)
-            prediction = short + long_term_step(residuals, period, gain, self.ltp_taps)
+            prediction = short + long_term_step(residuals, period, gain, self.ltp_taps, self.ltp_limit)
         if self.pitch_taps:  # e_{t-T+k} is memory[:, T - k - 1]
             offsets = torch.tensor(list(self.tap_offsets), device=memory.device)
             taps = memory.gather(1, period.unsqueeze(1) - offsets - 1)

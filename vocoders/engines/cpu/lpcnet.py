@@ -112,6 +112,7 @@ def lpcnet_loop(
     voiced,  # [B, F] int64 each frame's voicing 0/1 (read only with phase or the long-term predictor)
     ltp_taps,  # [2M + 1] f32 the long-term predictor's low-pass (0 taps: none)
     ltp_gain,  # float32 its gain in voiced frames
+    ltp_limit,  # float32 bound on the filtered band before the gain (0: none)
     bias_ih,  # [3H] f32
     w_hh,  # [H, 3H] f32 input-major
     bias_hh,  # [3H] f32
@@ -154,6 +155,7 @@ def lpcnet_loop(
     ltp_half = n_ltp // 2
     reach_r = residuals.shape[1]
     gain32 = np.float32(ltp_gain)
+    limit32 = np.float32(ltp_limit)
     short = np.empty(batch, np.float32)
     reach = memory.shape[1]
     forcing = forced.shape[1] > 0
@@ -180,6 +182,8 @@ def lpcnet_loop(
                 y = zero
                 for j in range(n_ltp):
                     y = y + ltp_taps[j] * residuals[b, lag - (j - ltp_half) - 1]
+                if limit32 > zero:
+                    y = min(max(y, -limit32), limit32)
                 g = gain32 if voiced[b, frame] != 0 else zero
                 p = p + g * y
             prediction[b] = p
@@ -387,7 +391,7 @@ class LPCNetCPUEngine(Engine):
         for begin in range(0, steps, CHUNK_STEPS):
             lpcnet_loop(
                 self.table_s, self.table_p, self.table_e, self.table_taps, self.tap_offsets, period,
-                self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)),
+                self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)), float(np.float32(m.ltp_limit)),
                 self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
                 projected, lpc, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
