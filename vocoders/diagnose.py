@@ -132,8 +132,8 @@ def logit_agreement(
     """The engine's teacher-forced logits against `model.forward_logits` on an utterance's own mel and
     audio (edge-padded like inference): the largest difference over all samples and over the first
     frame, the largest logit (for scale), and the fraction of draws (one uniform number per draw, the
-    same for both) that pick the same class from the two. Logits of the dual softmax [.., 2, K] only
-    for the draws; other shapes report draw_agreement None."""
+    same for both) that pick the same class from the two. Draws from single-softmax logits [B, T, K]
+    and the dual softmax [B, T, 2, K]; other shapes report draw_agreement None."""
     model = model.eval()
     frames = min(frames or utterance.mel.shape[1], utterance.mel.shape[1])
     mel = torch.from_numpy(utterance.mel[:, :frames]).unsqueeze(0)
@@ -146,6 +146,11 @@ def logit_agreement(
     diff = (forced - training).abs().where(finite, torch.zeros_like(training))
     first = diff[:, : model.hop_length]
     agreement = None
+    if training.dim() == 3:
+        uniform = torch.rand(training.shape[1], generator=torch.Generator().manual_seed(0))
+        a = sample_categorical(forced[0].float(), uniform)
+        b = sample_categorical(training[0].float(), uniform)
+        agreement = float((a == b).float().mean())
     if training.dim() == 4:
         generator = torch.Generator().manual_seed(0)
         same = []
