@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,19 +123,33 @@ def test_noise_injection_resynthesises_the_inputs_and_keeps_the_clean_targets():
     assert model.embed_excitation.weight.grad.abs().sum() > 0
 
 
-def test_the_compiled_re_synthesis_equals_the_pytorch_loop():
+@pytest.mark.parametrize("ltp", [0.0, 0.85], ids=["short-term", "with-long-term"])
+def test_the_compiled_re_synthesis_equals_the_pytorch_loop(ltp):
     from vocoders.models.lpcnet import noisy_history_reference
     from vocoders.models.lpcnet_numba import mulaw_tables, noisy_history
 
-    model = small()
+    model = small(pitch_phase=8, ltp_gain=ltp, ltp_limit=0.05) if ltp else small()
     audio = torch.from_numpy(tone(3 * 256 / 22050)).unsqueeze(0)[:, : 3 * 256].repeat(2, 1)
-    cond = model.upsample(model.conditioning(model.pad_mel(torch.randn(2, 80, 3) - 4)))
+    with torch.no_grad():
+        cond = model.upsample(model.conditioning(model.pad_mel(torch.randn(2, 80, 3) - 4)))
+    if ltp:  # voiced everywhere at a period of 100, so the long-term predictor acts
+        cond[..., model.period_channel] = 100.0
+        cond[..., model.period_channel + 1] = 1.0
     clean = pcm_values(model.encode(audio))
-    lpc = cond[..., 8:].detach()
+    lpc = cond[..., 8 : model.period_channel].detach()
     offsets = torch.round(torch.randn(2, clean.shape[1]) * 3).long()
-    compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables())
-    for fast, slow in zip(compiled, noisy_history_reference(clean, lpc, offsets), strict=True):
+    long_term = model._long_term_inputs(cond)
+    if long_term is None:
+        extra = (np.zeros((2, 0), np.int64), np.zeros((2, 0), np.float32), np.zeros(0, np.float32), 0.0)
+    else:
+        extra = (long_term[0].numpy(), long_term[1].numpy(), long_term[2].numpy(), long_term[3])
+    compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables(), *extra)
+    reference = noisy_history_reference(clean, lpc, offsets, long_term)
+    for fast, slow in zip(compiled, reference, strict=True):
         assert torch.equal(torch.from_numpy(fast), slow)
+    if ltp:  # and the long-term predictor changed the predictions
+        without = noisy_history_reference(clean, lpc, offsets)
+        assert not torch.equal(without[1], reference[1])
 
 
 # ---- long-term prediction --------------------------------------------------------------------------
@@ -252,8 +267,6 @@ def test_bad_pitch_settings_are_refused():
         small(pitch_phase=8, ltp_gain=1.0)
     with pytest.raises(ValueError, match="ltp_limit"):
         small(pitch_phase=8, ltp_gain=0.5, ltp_limit=-1.0)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        small(ltp_gain=0.5, injected_noise=1.0)
 
 
 def test_the_long_term_predictor_repeats_the_low_band_one_period_back():
@@ -292,3 +305,22 @@ def test_the_long_term_predictor_repeats_the_low_band_one_period_back():
     assert low_band_correlation(combed, 120) > 0.5
     assert low_band_correlation(combed, 120) > low_band_correlation(plain, 120) + 0.3
     assert low_band_correlation(combed, 120) > low_band_correlation(combed, 60) + 0.3
+
+
+def test_noise_injection_runs_with_the_long_term_predictor():
+    """The re-synthesis includes the long-term predictor, so a model with it can learn to recover."""
+    model = small(pitch_phase=8, ltp_gain=0.85, ltp_limit=0.1, injected_noise=2.0).train()
+    audio = _pulse_train(120, 6).repeat(2, 1)
+    mel = model.pad_mel(torch.randn(2, 80, 6) - 4)
+    loss, parts = model.loss(mel, audio)
+    loss.backward()
+    assert math.isfinite(float(loss.detach())) and model.embed_phase.weight.grad.abs().sum() > 0
+    cond = model.upsample(model.conditioning(mel)).detach()
+    cond[..., model.period_channel], cond[..., model.period_channel + 1] = 120.0, 1.0
+    model.ltp_gain = 0.0  # the same noise draws without the long-term predictor give other predictions
+    torch.manual_seed(0)
+    first = model._noisy_history(cond, model.encode(audio))[1]
+    model.ltp_gain = 0.85
+    torch.manual_seed(0)
+    second = model._noisy_history(cond, model.encode(audio))[1]
+    assert not torch.equal(first, second)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -181,10 +182,6 @@ class LPCNet(VocoderModel):
             raise ValueError(f"pitch_phase must be below {2 * self.periods.min_lag} (twice the shortest period)")
         if not 0.0 <= ltp_gain < 1.0:
             raise ValueError(f"ltp_gain must be in [0, 1), got {ltp_gain}")
-        if ltp_gain and injected_noise:
-            raise ValueError(
-                "ltp_gain and injected_noise cannot be combined (the re-synthesis has no long-term predictor)"
-            )
         self.ltp_gain, self.ltp_cutoff_hz = float(ltp_gain), float(ltp_cutoff_hz)
         if ltp_limit < 0:
             raise ValueError(f"ltp_limit must be >= 0, got {ltp_limit}")
@@ -415,7 +412,8 @@ class LPCNet(VocoderModel):
         Step by step, p_t is predicted from the noisy past, the clean excitation class mu(x_t - p_t) is
         the target, and the signal continues with that class plus noise, so training shows the network
         the kind of drift its own sampling causes at generation and teaches it to steer back. Each
-        sequence draws its noise level in [0, injected_noise] classes (standard deviation).
+        sequence draws its noise level in [0, injected_noise] classes (standard deviation). With the
+        long-term predictor, p_t includes it, over the residuals of the noisy past.
         Returns (s_{t-1}, p_t, e_{t-1} as fed, target e_t), each [B, T].
         """
         clean = pcm_values(targets)
@@ -423,12 +421,29 @@ class LPCNet(VocoderModel):
         batch, steps = clean.shape
         level = torch.rand(batch, device=clean.device) * self.injected_noise
         offsets = torch.round(torch.randn(batch, steps, device=clean.device) * level.unsqueeze(1)).long()
+        long_term = self._long_term_inputs(cond)
         if clean.device.type == "cpu":  # the same arithmetic compiled: a Python step per sample costs ~1 s a batch
             from .lpcnet_numba import mulaw_tables, noisy_history
 
-            arrays = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables())
+            period, gain, taps, limit = (
+                (long_term[0].numpy(), long_term[1].contiguous().numpy(), long_term[2].numpy(), long_term[3])
+                if long_term is not None
+                else (np.zeros((batch, 0), np.int64), np.zeros((batch, 0), np.float32), np.zeros(0, np.float32), 0.0)
+            )
+            arrays = noisy_history(
+                clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables(), period, gain, taps, limit
+            )
             return tuple(torch.from_numpy(a) for a in arrays)
-        return noisy_history_reference(clean, lpc, offsets)
+        return noisy_history_reference(clean, lpc, offsets, long_term)
+
+    def _long_term_inputs(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
+        """(period [B, T] int64, gain [B, T] float32, taps, limit) of the long-term predictor, or None without it."""
+        if not self.ltp_gain:
+            return None
+        period = cond[..., self.period_channel].round().long().contiguous()
+        voiced = cond[..., self.period_channel + 1] > 0.5
+        gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).float()
+        return period, gain, self.ltp_taps.float(), self.ltp_limit
 
     def _embed(self, signal_in, prediction, excitation_in, features, taps=None, phase=None) -> torch.Tensor:
         """GRU input [.., n E + D] from s_{t-1}, p_t (floats), e_{t-1} (classes), the tap classes
@@ -625,18 +640,27 @@ class LPCNet(VocoderModel):
         return (hidden, history, excitation, memory, clock, residuals), sample, logits
 
 
-def noisy_history_reference(clean: torch.Tensor, lpc: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def noisy_history_reference(
+    clean: torch.Tensor, lpc: torch.Tensor, offsets: torch.Tensor, long_term=None
+) -> tuple[torch.Tensor, ...]:
     """The re-synthesis of `LPCNet._noisy_history` in plain PyTorch, one step per sample (any device).
 
-    clean [B, T] (pre-emphasised signal), lpc [B, T, order], offsets [B, T] int64 (mu-law classes).
+    clean [B, T] (pre-emphasised signal), lpc [B, T, order], offsets [B, T] int64 (mu-law classes);
+    long_term: (period [B, T], gain [B, T], taps, limit) of the long-term predictor, or None.
     """
     batch, steps = clean.shape
     history = clean.new_zeros(batch, lpc.shape[-1])
+    if long_term is not None:
+        period, gain, taps, limit = long_term
+        residuals = clean.new_zeros(batch, int(period.max()) + taps.shape[0] // 2 + 1)
     previous_excitation = torch.full((batch,), EXCITATION_CLASSES // 2, dtype=torch.long, device=clean.device)
     signal_in, prediction = clean.new_empty(batch, steps), clean.new_empty(batch, steps)
     excitation_in, excitation = offsets.new_empty(batch, steps), offsets.new_empty(batch, steps)
     for t in range(steps):
-        p = predict_step(history, lpc[:, t])
+        short = predict_step(history, lpc[:, t])
+        p = short
+        if long_term is not None:
+            p = short + long_term_step(residuals, period[:, t], gain[:, t], taps, limit)
         target = mulaw_encode(clean[:, t] - p, EXCITATION_CLASSES)
         signal_in[:, t], prediction[:, t], excitation_in[:, t], excitation[:, t] = (
             history[:, 0],
@@ -647,4 +671,6 @@ def noisy_history_reference(clean: torch.Tensor, lpc: torch.Tensor, offsets: tor
         previous_excitation = (target + offsets[:, t]).clamp_(0, EXCITATION_CLASSES - 1)
         noisy = pcm_values(pcm_classes(p + mulaw_decode(previous_excitation, EXCITATION_CLASSES)))
         history = torch.cat([noisy.unsqueeze(1), history[:, :-1]], dim=1)
+        if long_term is not None:
+            residuals = torch.cat([(noisy - short).unsqueeze(1), residuals[:, :-1]], dim=1)
     return signal_in, prediction, excitation_in, excitation

@@ -110,15 +110,26 @@ def pcm_class_array(values):
 
 
 @njit(cache=True, nogil=True)
-def noisy_history(clean, lpc, offsets, thresholds, decoded):
+def noisy_history(clean, lpc, offsets, thresholds, decoded, period, gain, taps, limit):
     """The re-synthesis of `LPCNet._noisy_history` (its PyTorch loop is the reference), stream by stream.
 
     clean [B, T] f32 (the pre-emphasised signal), lpc [B, T, order] f32 (each sample's predictor),
-    offsets [B, T] int64 (the noise, in mu-law classes); thresholds, decoded: `mulaw_tables()`.
+    offsets [B, T] int64 (the noise, in mu-law classes); thresholds, decoded: `mulaw_tables()`;
+    the long-term predictor: period [B, T] int64, gain [B, T] f32, taps [2M + 1] f32 (0 taps: none),
+    limit (0: no bound), summed as `lpc.long_term_step`.
     Returns s_{t-1} and p_t (f32), e_{t-1} as fed and the clean target e_t (int64), each [B, T].
     """
     batch, steps = clean.shape
     order = lpc.shape[2]
+    n_taps = taps.shape[0]
+    half = n_taps // 2
+    limit32 = np.float32(limit)
+    reach = 1
+    if n_taps > 0:
+        for b in range(batch):
+            for t in range(steps):
+                reach = max(reach, period[b, t] + half + 1)
+    residuals = np.zeros(reach, np.float32)
     signal_in = np.empty((batch, steps), np.float32)
     prediction = np.empty((batch, steps), np.float32)
     excitation_in = np.empty((batch, steps), np.int64)
@@ -126,11 +137,20 @@ def noisy_history(clean, lpc, offsets, thresholds, decoded):
     history = np.zeros(order, np.float32)
     for b in range(batch):
         history[:] = 0.0
+        residuals[:] = 0.0
         previous = EXCITATION_CLASSES // 2
         for t in range(steps):
             p = np.float32(0.0)
             for k in range(order):
                 p = np.float32(p + np.float32(lpc[b, t, k] * history[k]))
+            short = p
+            if n_taps > 0:
+                y = np.float32(0.0)
+                for j in range(n_taps):
+                    y = np.float32(y + np.float32(taps[j] * residuals[period[b, t] - (j - half) - 1]))
+                if limit32 > 0:
+                    y = min(max(y, -limit32), limit32)
+                p = np.float32(short + np.float32(gain[b, t] * y))
             e = mulaw_class(np.float32(clean[b, t] - p), thresholds)
             signal_in[b, t] = history[0]
             prediction[b, t] = p
@@ -141,4 +161,8 @@ def noisy_history(clean, lpc, offsets, thresholds, decoded):
             for k in range(order - 1, 0, -1):
                 history[k] = history[k - 1]
             history[0] = noisy
+            if n_taps > 0:
+                for k in range(reach - 1, 0, -1):
+                    residuals[k] = residuals[k - 1]
+                residuals[0] = np.float32(noisy - short)
     return signal_in, prediction, excitation_in, target
