@@ -316,7 +316,10 @@ class LPCNet(VocoderModel):
     def predicted_pitch(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(period [B, F] int64, voiced [B, F] bool) the head gives for frame features [B, F, D]: the most
         likely lag, and voiced unless the unvoiced class beats every lag (always voiced without `voicing`)."""
-        logits = self.period_logits(features)
+        return self._pitch_from_logits(self.period_logits(features))
+
+    def _pitch_from_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predicted_pitch` from the head's logits [B, F, classes (+ 1)]."""
         lags = self.periods.classes
         period = logits[..., :lags].argmax(-1) + self.periods.min_lag
         if not self.voicing:
@@ -532,7 +535,7 @@ class LPCNet(VocoderModel):
         per_frame = -(target * F.log_softmax(head, dim=-1)).sum(-1)
         weight = (complete.float() if self.voicing else voiced.float()) * complete.float()
         period_loss = (per_frame * weight).sum() / weight.sum().clamp_min(1.0)
-        predicted, predicted_voiced = self.predicted_pitch(features.detach())
+        predicted, predicted_voiced = self._pitch_from_logits(head.detach())
         cents = 1200.0 * torch.log2(predicted.float() / periods.float()).abs()
         on = (voiced & complete).float()
         parts = {
