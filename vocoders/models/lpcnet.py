@@ -379,10 +379,8 @@ class LPCNet(VocoderModel):
 
     def _long_term(self, cond: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """The long-term prediction [B, T] of every sample from the short-term residual [B, T] before it."""
-        period = cond[..., self.period_channel].round().long()
-        voiced = cond[..., self.period_channel + 1] > 0.5
-        gain = torch.where(voiced, torch.tensor(self.ltp_gain), torch.tensor(0.0)).to(residual.dtype)
-        return long_term_predict(residual, period, gain, self.ltp_taps, self.ltp_limit)
+        period, gain, taps, limit = self._long_term_inputs(cond)
+        return long_term_predict(residual, period, gain.to(residual.dtype), taps, limit)
 
     def _phases(self, cond: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
         """Phase classes [B, T] (None without the phase input): from the pulses of the true residual
@@ -563,7 +561,7 @@ class LPCNet(VocoderModel):
 
     # ---- cost ----------------------------------------------------------------------------------
     def step_cost(self) -> StepCost:
-        """One sample: R h, 3 + pitch_taps embedding rows of the input matrix (looked up, precomputable),
+        """One sample: R h, `embedded_inputs` embedding rows of the input matrix (looked up, precomputable),
         O1, O2, the 16-tap prediction; the conditioning projection and the period head are amortised
         over the hop (the head is not counted)."""
         H, D = self.hidden_size, self.cond_channels

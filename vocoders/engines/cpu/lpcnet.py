@@ -334,7 +334,7 @@ class LPCNetCPUEngine(Engine):
         """Bytes of weights the loop reads per sample (the 3 + K table rows, R, O1, O2, biases)."""
         row = self.table_s.shape[1] * 4
         arrays = (self.w_hh, self.o1, self.o2, self.bias_ih, self.bias_hh, self.o1_bias, self.o2_bias)
-        return (self.model.embedded_inputs) * row + int(sum(a.nbytes for a in arrays))
+        return self.model.embedded_inputs * row + int(sum(a.nbytes for a in arrays))
 
     def initial_loop_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """(hidden [B, H] zeros, history [B, order] zeros, previous excitation [B] = 128, excitation
