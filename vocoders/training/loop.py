@@ -17,6 +17,7 @@ validation audio use it, and so do `vocoders.load` and the CLIs unless told othe
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -381,8 +382,15 @@ def train(cfg: DictConfig) -> TrainResult:
     Under torchrun (or a multi-task submitit SLURM job) this process is one rank of a data-parallel run.
     """
     dist_env = distributed.detect()
+    trainer = None
     try:
-        return Trainer(cfg, dist_env).fit()
+        trainer = Trainer(cfg, dist_env)
+        return trainer.fit()
     finally:
         if dist_env.enabled:
+            # The DistributedDataParallel wrapper holds the Gloo group: free it (and its reference cycles)
+            # first, so that destroying the group joins Gloo's worker threads now. Left to interpreter
+            # shutdown, a worker releasing its last all-gather's tensors needs the GIL and aborts the process.
+            trainer = None
+            gc.collect()
             distributed.destroy_process_group()
