@@ -59,6 +59,25 @@ def test_the_filter_from_the_mel_predicts_a_resonant_signal():
     assert gain > own_gain - 3.0, (float(gain), float(own_gain))
 
 
+@pytest.mark.parametrize("level", [0.1, 0.003])
+def test_the_gain_from_the_mel_is_the_rms_of_the_residual(level):
+    """The frame gain follows the residual's loudness: an AR(4) process at two levels 30 dB apart."""
+    config = MelConfig()
+    poles = [0.95 * np.exp(1j * 2 * np.pi * f / config.sample_rate) for f in (700.0, 2500.0)]
+    coeffs = list(-np.real(np.poly(poles + [p.conjugate() for p in poles]))[1:])
+    x = ar_signal(coeffs, 30 * 256, seed=2)
+    audio = torch.from_numpy(level * x / x.std()).float().unsqueeze(0)
+    mel = MelSpectrogram(config)(audio)[..., :30]
+    predictor, gain = lpc_from_mel(mel, config, with_gain=True)
+    assert gain.shape == (1, 30) and gain.dtype == torch.float32
+    assert torch.equal(predictor, lpc_from_mel(mel, config))
+    signal = preemphasize(audio, 0.85)[:, : 30 * 256]
+    residual = signal - predict(signal, predictor.repeat_interleave(256, dim=1))
+    rms = residual.view(30, 256)[4:-4].square().mean(1).sqrt()  # frames whose window lies inside the signal
+    error_db = 20 * torch.log10(gain[0, 4:-4] / rms)
+    assert error_db.median().abs() < 1.0 and error_db.abs().max() < 4.0, error_db
+
+
 def test_the_filter_of_a_frame_does_not_depend_on_its_neighbours_in_the_batch():
     config = MelConfig()
     mel = torch.randn(2, 80, 11) - 5

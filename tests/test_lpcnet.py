@@ -64,6 +64,38 @@ def test_a_generated_sample_is_the_prediction_plus_the_sampled_excitation():
             assert state[1][0, 0] == pcm_values(sample)[0]
 
 
+def test_with_the_frame_gain_the_excitation_is_normalised_and_loudness_follows_the_mel():
+    from vocoders.lpc import lpc_from_mel
+
+    model = small(excitation_rms=0.08).eval()
+    mel = model.pad_mel(torch.randn(1, 80, 4) - 4)
+    frame_cond = model.conditioning(mel)
+    assert frame_cond.shape[-1] == 8 + 16 + 1 and model.scale_channel == 8 + 16
+    _, gain = lpc_from_mel(mel[..., model.cond_net.context : -model.cond_net.context], model.mel_config, with_gain=True)
+    assert torch.allclose(frame_cond[0, :, -1], gain[0] / 0.08)  # every frame, the upsampler's context too
+    cond = model.upsample(frame_cond)
+    audio = torch.from_numpy(tone(4 * 256 / 22050)).unsqueeze(0)[:, : 4 * 256] * 0.01
+    targets = model.encode(audio)
+    _, excitation = model._inputs(cond, targets)
+    signal = pcm_values(targets)
+    scale = cond[..., -1]
+    assert torch.equal(excitation, mulaw_encode((signal - predict(signal, cond[..., 8:24])) / scale, 256))
+    # Generation: s_t = p_t + a mu^-1(e_t), so a mel 30 dB quieter gives audio about 30 dB quieter.
+    noise = draw_noise(1, 4 * 256, 1, seed=2)
+    engine = make_engine("cpu", model)
+    loud = model.decode(engine.generate(model.conditioning(mel), noise, 1.0))
+    quiet = model.decode(engine.generate(model.conditioning(mel - 30 / 20 * math.log(10)), noise, 1.0))
+    ratio_db = 20 * math.log10(float(loud.square().mean().sqrt() / quiet.square().mean().sqrt()))
+    assert 24.0 < ratio_db < 36.0, ratio_db
+    state = model.initial_state(1, "cpu")
+    with torch.no_grad():
+        for t in range(20):
+            history = state[1]
+            prediction = sum(cond[:, t, 8 + k] * history[:, k] for k in range(16))
+            state, sample, _ = model.step(state, cond[:, t], noise[:, t], 1.0)
+            assert torch.equal(sample, pcm_classes(prediction + cond[:, t, -1] * mulaw_decode(state[2], 256)))
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="lpc_order"):
         small(lpc_order=0)
@@ -71,6 +103,8 @@ def test_bad_settings_are_refused():
         small(preemphasis=1.0)
     with pytest.raises(ValueError, match="hidden_size"):
         LPCNet(hidden_size=0)
+    with pytest.raises(ValueError, match="excitation_rms"):
+        small(excitation_rms=-0.1)
 
 
 def test_the_reference_engine_runs_it_and_temperature_zero_is_deterministic():
@@ -123,12 +157,14 @@ def test_noise_injection_resynthesises_the_inputs_and_keeps_the_clean_targets():
     assert model.embed_excitation.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("ltp", [0.0, 0.85], ids=["short-term", "with-long-term"])
-def test_the_compiled_re_synthesis_equals_the_pytorch_loop(ltp):
+@pytest.mark.parametrize(
+    "ltp, rms", [(0.0, 0.0), (0.85, 0.0), (0.85, 0.08)], ids=["short-term", "with-long-term", "long-term+gain"]
+)
+def test_the_compiled_re_synthesis_equals_the_pytorch_loop(ltp, rms):
     from vocoders.models.lpcnet import noisy_history_reference
     from vocoders.models.lpcnet_numba import mulaw_tables, noisy_history
 
-    model = small(pitch_phase=8, ltp_gain=ltp, ltp_limit=0.05) if ltp else small()
+    model = small(pitch_phase=8, ltp_gain=ltp, ltp_limit=0.05, excitation_rms=rms) if ltp else small()
     audio = torch.from_numpy(tone(3 * 256 / 22050)).unsqueeze(0)[:, : 3 * 256].repeat(2, 1)
     with torch.no_grad():
         cond = model.upsample(model.conditioning(model.pad_mel(torch.randn(2, 80, 3) - 4)))
@@ -143,10 +179,16 @@ def test_the_compiled_re_synthesis_equals_the_pytorch_loop(ltp):
         extra = (np.zeros((2, 0), np.int64), np.zeros((2, 0), np.float32), np.zeros(0, np.float32), 0.0)
     else:
         extra = (long_term[0].numpy(), long_term[1].numpy(), long_term[2].numpy(), long_term[3])
-    compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables(), *extra)
-    reference = noisy_history_reference(clean, lpc, offsets, long_term)
+    scale = model.excitation_scale(cond)
+    scale = (scale if scale is not None else torch.ones_like(clean)).contiguous()
+    compiled = noisy_history(clean.numpy(), lpc.contiguous().numpy(), offsets.numpy(), *mulaw_tables(), *extra,
+                             scale.numpy())  # fmt: skip
+    reference = noisy_history_reference(clean, lpc, offsets, long_term, None if rms == 0 else scale)
     for fast, slow in zip(compiled, reference, strict=True):
         assert torch.equal(torch.from_numpy(fast), slow)
+    if rms:  # the targets are classes of the normalised excitation
+        signal_in, prediction, excitation_in, excitation = reference
+        assert torch.equal(excitation, mulaw_encode((clean - prediction) / scale, 256))
     if ltp:  # and the long-term predictor changed the predictions
         without = noisy_history_reference(clean, lpc, offsets)
         assert not torch.equal(without[1], reference[1])

@@ -110,13 +110,14 @@ def pcm_class_array(values):
 
 
 @njit(cache=True, nogil=True)
-def noisy_history(clean, lpc, offsets, thresholds, decoded, period, gain, taps, limit):
+def noisy_history(clean, lpc, offsets, thresholds, decoded, period, gain, taps, limit, scale):
     """The re-synthesis of `LPCNet._noisy_history` (its PyTorch loop is the reference), stream by stream.
 
     clean [B, T] f32 (the pre-emphasised signal), lpc [B, T, order] f32 (each sample's predictor),
     offsets [B, T] int64 (the noise, in mu-law classes); thresholds, decoded: `mulaw_tables()`;
     the long-term predictor: period [B, T] int64, gain [B, T] f32, taps [2M + 1] f32 (0 taps: none),
-    limit (0: no bound), summed as `lpc.long_term_step`.
+    limit (0: no bound), summed as `lpc.long_term_step`; scale [B, T] f32: the excitation scale a
+    of each sample (ones without the frame gain: x / 1 and 1 x are exact).
     Returns s_{t-1} and p_t (f32), e_{t-1} as fed and the clean target e_t (int64), each [B, T].
     """
     batch, steps = clean.shape
@@ -151,13 +152,13 @@ def noisy_history(clean, lpc, offsets, thresholds, decoded, period, gain, taps, 
                 if limit32 > 0:
                     y = min(max(y, -limit32), limit32)
                 p = np.float32(short + np.float32(gain[b, t] * y))
-            e = mulaw_class(np.float32(clean[b, t] - p), thresholds)
+            e = mulaw_class(np.float32(np.float32(clean[b, t] - p) / scale[b, t]), thresholds)
             signal_in[b, t] = history[0]
             prediction[b, t] = p
             excitation_in[b, t] = previous
             target[b, t] = e
             previous = min(max(e + offsets[b, t], 0), EXCITATION_CLASSES - 1)
-            noisy = pcm_value(pcm_class(np.float32(p + decoded[previous])))
+            noisy = pcm_value(pcm_class(np.float32(p + np.float32(scale[b, t] * decoded[previous]))))
             for k in range(order - 1, 0, -1):
                 history[k] = history[k - 1]
             history[0] = noisy

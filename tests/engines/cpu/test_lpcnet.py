@@ -20,7 +20,9 @@ from vocoders.sampling import draw_noise
 FRAMES = 6
 
 
-def small(seed: int = 0, pitch_taps: int = 0, pitch_phase: int = 0, ltp_gain: float = 0.0) -> LPCNet:
+def small(
+    seed: int = 0, pitch_taps: int = 0, pitch_phase: int = 0, ltp_gain: float = 0.0, excitation_rms: float = 0.0
+) -> LPCNet:
     """A tiny LPCNet whose logits are far from flat (O2 scaled up) and whose embeddings matter."""
     torch.manual_seed(seed)
     model = LPCNet(
@@ -32,6 +34,7 @@ def small(seed: int = 0, pitch_taps: int = 0, pitch_phase: int = 0, ltp_gain: fl
         pitch_taps=pitch_taps,
         pitch_phase=pitch_phase,
         ltp_gain=ltp_gain,
+        excitation_rms=excitation_rms,
     ).eval()
     with torch.no_grad():
         model.O2.weight.mul_(8.0)
@@ -41,14 +44,15 @@ def small(seed: int = 0, pitch_taps: int = 0, pitch_phase: int = 0, ltp_gain: fl
 
 @pytest.fixture(
     scope="module",
-    params=[(0, 0, 0.0), (3, 0, 0.0), (3, 8, 0.0), (0, 8, 0.7)],
-    ids=["no-pitch", "taps", "taps+phase", "phase+ltp"],
+    params=[(0, 0, 0.0, 0.0), (3, 0, 0.0, 0.0), (3, 8, 0.0, 0.0), (0, 8, 0.7, 0.0), (0, 8, 0.7, 0.08)],
+    ids=["no-pitch", "taps", "taps+phase", "phase+ltp", "phase+ltp+gain"],
 )
 def model(request) -> LPCNet:
     """Without pitch, with 3 excitation taps one predicted period back, with taps and the pulse-phase
-    input (8 classes, voicing from the head), and with the phase and the long-term predictor."""
-    taps, phase, ltp = request.param
-    model = small(pitch_taps=taps, pitch_phase=phase, ltp_gain=ltp)
+    input (8 classes, voicing from the head), with the phase and the long-term predictor, and with
+    those and the excitation normalised by the frame gain."""
+    taps, phase, ltp, rms = request.param
+    model = small(pitch_taps=taps, pitch_phase=phase, ltp_gain=ltp, excitation_rms=rms)
     model.ltp_limit = 0.02 if ltp else 0.0  # small enough that the bound acts on these random weights' residuals
     if phase:  # a head bias that makes some frames voiced and some not
         with torch.no_grad():

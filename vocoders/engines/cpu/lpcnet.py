@@ -125,6 +125,7 @@ def lpcnet_loop(
     upsample,  # [hop, taps] f32 upsampler kernel
     projected,  # [B, F + 2u, 3H] f32 frame-rate conditioning projection
     lpc,  # [B, F, order] f32 each frame's predictor
+    scale,  # [B, F] f32 each frame's excitation scale a (ones without the frame gain)
     noise,  # [B, T] f32 uniform
     temperature,
     floor,  # the sampling floor (`LPCNet.sampling_floor`; 0 = off)
@@ -241,13 +242,14 @@ def lpcnet_loop(
                 for c in range(C):
                     logits_out[b, t, c] = logits[b, c]
             p = prediction[b]
+            a = scale[b, frame]
             if forcing:
                 sample = forced[b, t]
                 signal = pcm_value(sample)
-                e = mulaw_class(signal - p, thresholds)
+                e = mulaw_class(np.float32(np.float32(signal - p) / a), thresholds)
             else:
                 e = sample_inverse_cdf_floored(logits[b], noise[b, t], temperature, floor, cdf)
-                sample = pcm_class(p + decoded[e])
+                sample = pcm_class(np.float32(p + np.float32(a * decoded[e])))
                 signal = pcm_value(sample)
             samples_out[b, t] = sample
             excitation[b] = e
@@ -378,6 +380,8 @@ class LPCNetCPUEngine(Engine):
         projected = np.ascontiguousarray(linear_rows(cond[..., :D], self.w_cond).numpy())
         lpc = np.ascontiguousarray(cond[:, u : u + frames, D : m.period_channel].numpy())
         per_frame = cond[:, u : u + frames]
+        scale = per_frame[..., m.scale_channel] if m.excitation_rms else torch.ones(per_frame.shape[:2])
+        scale = np.ascontiguousarray(scale.numpy())
         empty = np.zeros((cond.shape[0], 0), np.int64)
         period = per_frame[..., m.period_channel].round().long().numpy() if m.uses_pitch else empty
         voiced = (per_frame[..., m.period_channel + 1] > 0.5).long().numpy() if m.voicing else empty
@@ -394,7 +398,7 @@ class LPCNetCPUEngine(Engine):
                 self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)), float(np.float32(m.ltp_limit)),
                 self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
-                projected, lpc, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
+                projected, lpc, scale, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
                 history, excitation, memory, clock, residuals, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
