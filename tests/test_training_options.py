@@ -175,3 +175,13 @@ def test_init_from_refuses_a_different_model(tmp_path):
     trainer = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "model.hidden_size=24"))
     with pytest.raises(vocoders.checkpoint.CheckpointError, match="init_from holds a different model"):
         trainer.maybe_resume()
+
+
+def test_init_from_accepts_changed_kwargs_that_keep_every_parameter(tmp_path):
+    source = train(tiny_cfg(tmp_path / "a", "trainer.max_steps=1"))
+    trainer = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "model.preemphasis=0.5"))
+    trainer.maybe_resume()
+    average = read_checkpoint(source.checkpoint).extras["ema"]
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in average.items())
+    assert trainer.model.kwargs["preemphasis"] == 0.5
+    assert trainer.init_source["changed"] == ["preemphasis"]

@@ -137,7 +137,9 @@ class CheckpointingMixin:
         """Start a fresh run from another run's weights (a path or a shipped model's short name).
 
         The model and its EMA start from the checkpoint's EMA weights where it has them; the optimizer,
-        schedule and step count start afresh, so the warm-up runs again. The model's kwargs must match.
+        schedule and step count start afresh, so the warm-up runs again. The model family and the mel
+        contract must match; kwargs may differ only where every parameter keeps its name and shape (a
+        fine-tune that changes a normalisation or a predictor's gain), and each such difference is logged.
         """
         from ..pretrained import resolve
 
@@ -146,15 +148,22 @@ class CheckpointingMixin:
         ours = {"model": self.model.name, "kwargs": self.model.kwargs, "mel": self.mel_config.to_dict()}
         ours = json.loads(json.dumps(ours))  # as the checkpoint's JSON holds it (tuples become lists)
         theirs = {"model": checkpoint.model_name, "kwargs": checkpoint.model_kwargs, "mel": checkpoint.mel}
-        if ours != theirs:
+        tensors = checkpoint.extras.get("ema") or checkpoint.tensors
+        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        same_shapes = shapes == {k: tuple(v.shape) for k, v in tensors.items()}
+        if ours["model"] != theirs["model"] or ours["mel"] != theirs["mel"] or (ours != theirs and not same_shapes):
             differ = ", ".join(k for k in ours if ours[k] != theirs[k])
             raise CheckpointError(f"{path}: trainer.init_from holds a different model ({differ} differ from this run)")
-        tensors = checkpoint.extras.get("ema") or checkpoint.tensors
+        changed = sorted(k for k in set(ours["kwargs"]) | set(theirs["kwargs"]) if ours["kwargs"].get(k) != theirs["kwargs"].get(k))
+        for key in changed:
+            log.warning("init_from %s: model.%s %r -> %r (the parameters keep their shapes)", path, key, theirs["kwargs"].get(key), ours["kwargs"].get(key))
         self.model.load_state_dict(tensors)
         self.load_extras(checkpoint)
         if self.ema is not None:
             self.ema.reset(self.model)
         self.init_source = {"path": str(path), "step": checkpoint.step}
+        if changed:
+            self.init_source["changed"] = changed
         log.info("initialised from %s (its step %d)", path, checkpoint.step)
 
     def load(self, weights: Path, state_path: Path) -> None:
