@@ -121,3 +121,18 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, tiny_wavernn, monkeypa
         save_checkpoint(path, tiny_wavernn, 2)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+
+
+def test_parse_settings_reads_json_values_and_refuses_bare_names():
+    from vocoders.checkpoint import parse_settings
+
+    assert parse_settings(["voiced_temperature=0.7", "pitch_taps=3", "flag=true", "name=abc"]) == {
+        "voiced_temperature": 0.7,
+        "pitch_taps": 3,
+        "flag": True,
+        "name": "abc",
+    }
+    assert parse_settings(None) == {}
+    for bad in ("voiced_temperature", "=1", "two words=1"):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            parse_settings([bad])

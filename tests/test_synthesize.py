@@ -119,3 +119,20 @@ def test_kill_during_synthesis_leaves_no_partial_wav(tmp_path, tiny_checkpoint):
     proc.wait()
     assert sf.info(out / "a_short.wav").frames == 256  # the finished file is complete
     assert [p.name for p in out.glob("*.wav")] == ["a_short.wav"]  # no partial output for the other
+
+
+def test_set_changes_a_generation_setting_and_refuses_what_does_not_fit(tmp_path, tiny_lpcnet):
+    from vocoders.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "lpcnet.safetensors", tiny_lpcnet, step=7)
+    np.save(tmp_path / "m.npy", good_mel(3).numpy())
+    plain, changed = tmp_path / "plain", tmp_path / "changed"
+    assert run_cli(checkpoint, tmp_path / "m.npy", "-o", plain).returncode == 0
+    result = run_cli(checkpoint, tmp_path / "m.npy", "-o", changed, "--set", "voiced_temperature=0.5")
+    assert result.returncode == 0, result.stderr
+    assert not np.array_equal(sf.read(plain / "m.wav")[0], sf.read(changed / "m.wav")[0])
+    for bad, says in (("hidden_size=8", "weights do not fit"), ("no_such_setting=1", "cannot build"), ("x", "NAME=VALUE")):
+        result = run_cli(checkpoint, tmp_path / "m.npy", "-o", tmp_path / "bad", "--set", bad)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, bad
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "bad").exists()

@@ -168,13 +168,32 @@ def read_checkpoint(path: str | os.PathLike, extra_prefixes: tuple[str, ...] = (
     return Checkpoint(tensors=weights, meta=meta, path=path, extras=extras)
 
 
-def model_from_checkpoint(checkpoint: Checkpoint, use_ema: bool = True):
-    """Rebuild the model a checkpoint describes and load its weights (EMA weights when present)."""
+def parse_settings(items: list[str] | None) -> dict[str, Any]:
+    """CLI `--set NAME=VALUE` items -> {NAME: VALUE}, each value read as JSON (0.7, 2, true) or else kept as text."""
+    settings: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE with a model setting's name, e.g. voiced_temperature=0.7")
+        try:
+            settings[name] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[name] = text
+    return settings
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, use_ema: bool = True, settings: dict[str, Any] | None = None):
+    """Rebuild the model a checkpoint describes and load its weights (EMA weights when present).
+
+    settings: model kwargs that replace the checkpoint's (settings of generation such as LPCNet's
+        `voiced_temperature` or `sampling_floor`); the weights must still fit the model they build.
+    """
     from .models import build_model
 
     where = checkpoint.path or "checkpoint"
+    kwargs = {**checkpoint.model_kwargs, **(settings or {})}
     try:
-        model = build_model(checkpoint.model_name, checkpoint.mel, checkpoint.model_kwargs)
+        model = build_model(checkpoint.model_name, checkpoint.mel, kwargs)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: cannot build model {checkpoint.model_name!r} ({exc})") from None
     weights = checkpoint.extras["ema"] if use_ema and "ema" in checkpoint.extras else checkpoint.tensors

@@ -50,6 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--griffin-lim-iters", type=int, default=60, help="Griffin-Lim iterations (default: 60)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/vocoders)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change a setting of generation from the checkpoint's (a model kwarg), e.g. --set voiced_temperature=0.7",
+    )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA ones exist")
     parser.add_argument("--no-audio", action="store_true", help="do not write the vocoded and Griffin-Lim WAVs")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest metric)")
@@ -143,11 +150,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from . import check_mel, load
+    from .checkpoint import parse_settings
     from .audio import write_wav
     from .data import FeatureCache, load_features
     from .griffinlim import griffin_lim
 
-    vocoder = load(args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema)
+    settings = parse_settings(args.settings)
+    vocoder = load(args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema, settings=settings)
     config = vocoder.mel_config
     utterances = select_utterances(args.data, args.kind, args.split, args.valid_size, args.limit)
     cache = FeatureCache(args.cache_dir, config)
@@ -220,6 +229,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "device": str(vocoder.device),
         "seed": args.seed,
         "temperature": args.temperature,
+        "settings": settings,
         "batch_size": args.batch_size,
         "griffin_lim_iterations": args.griffin_lim_iters,
         "f0_tracker": scorer.f0_tracker,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -168,19 +169,22 @@ def load(
     engine: str = "auto",
     use_ema: bool = True,
     fold: FoldConfig | tuple[int, int] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Vocoder:
     """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra.
 
     path: a checkpoint file, or the short name of one shipped with the package (`vocoders.pretrained`,
         e.g. "cs-male-22k"); a file that exists wins over a name.
     fold: (segment, overlap) in mel frames to generate each utterance as a batch of cross-faded segments.
+    settings: model kwargs to change from the checkpoint's, e.g. {"voiced_temperature": 0.7} for an
+        LPCNet (see `vocoders.checkpoint.model_from_checkpoint`).
     """
     path = pretrained.resolve(path)
     if not path.is_file() and path.suffix != ".safetensors" and len(path.parts) == 1:
         shipped = ", ".join(pretrained.available()) or "none"
         raise CheckpointError(f"{path}: no such checkpoint file, nor a shipped model name (shipped: {shipped})")
     checkpoint = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, use_ema=use_ema)
+    model = model_from_checkpoint(checkpoint, use_ema=use_ema, settings=settings)
     vocoder = Vocoder(model, device=device, engine=engine, fold=fold)
     vocoder.checkpoint_path = Path(path)
     vocoder.step = checkpoint.step

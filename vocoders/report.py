@@ -95,7 +95,8 @@ def markdown(info: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
         (
             "vocoder",
             f"engine {info.get('engine')} on {info.get('device')}, seed {info.get('seed')}, "
-            f"temperature {info.get('temperature', 1.0)}",
+            f"temperature {info.get('temperature', 1.0)}"
+            + "".join(f", {name} {value}" for name, value in (info.get("settings") or {}).items()),
         ),
         ("Griffin-Lim", f"{info.get('griffin_lim_iterations')} iterations from the same mel"),
         ("F0 tracker", info.get("f0_tracker")),

@@ -11,17 +11,20 @@ import torch
 
 
 def sample_categorical(
-    logits: torch.Tensor, uniform: torch.Tensor, temperature: float = 1.0, floor: float = 0.0
+    logits: torch.Tensor, uniform: torch.Tensor, temperature: float | torch.Tensor = 1.0, floor: float = 0.0
 ) -> torch.Tensor:
     """Inverse-CDF sampling.
 
-    logits: [B, K]; uniform: [B] in [0, 1); temperature 0 means argmax.
+    logits: [B, K]; uniform: [B] in [0, 1); temperature: a float (0 means argmax) or one positive
+        float64 per row [B].
     floor: LPCNet's sampling floor, a probability subtracted from every class (those below it never
         drawn, the rest renormalised), which keeps rare far-off classes (clicks) out; 0 = off,
         else in (0, 1 / K).
     Returns class indices [B] int64: the first k with cdf[k] > u * cdf[K-1].
     """
-    if temperature <= 0.0:
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(torch.float64).unsqueeze(-1)
+    elif temperature <= 0.0:
         return logits.argmax(dim=-1)
     z = logits.double() / temperature
     weights = torch.exp(z - z.max(dim=-1, keepdim=True).values)

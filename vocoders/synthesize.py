@@ -49,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "frames, cross-faded on the decoded audio (e.g. --fold 40 4; faster, slightly different audio)",
     )
     parser.add_argument("--speaker", type=int, default=None, help="speaker id, for multi-speaker checkpoints only")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change a setting of generation from the checkpoint's (a model kwarg), e.g. --set voiced_temperature=0.7",
+    )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
@@ -119,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from . import load
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, parse_settings
 
     try:
-        vocoder = load(args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema, fold=args.fold)
+        settings = parse_settings(args.settings)
+        vocoder = load(
+            args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema, fold=args.fold, settings=settings
+        )
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -159,6 +159,7 @@ class LPCNet(VocoderModel):
         ltp_cutoff_hz: float = 1000.0,
         ltp_limit: float = 0.0,
         excitation_rms: float = 0.0,
+        voiced_temperature: float = 1.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -203,6 +204,11 @@ class LPCNet(VocoderModel):
         if not 0.0 <= excitation_rms < 1.0:
             raise ValueError(f"excitation_rms must be in [0, 1), got {excitation_rms}")
         self.excitation_rms = float(excitation_rms)
+        if not 0.0 < voiced_temperature <= 4.0:
+            raise ValueError(f"voiced_temperature must be in (0, 4], got {voiced_temperature}")
+        self.voiced_temperature = float(voiced_temperature)
+        if self.voiced_temperature != 1.0 and not self.voicing:
+            raise ValueError("voiced_temperature needs the voicing class (pitch_phase or ltp_gain)")
         # Half the low-pass taps: the filter must stay in the past (M < shortest period).
         half = min(LTP_HALF_TAPS, self.periods.min_lag - 1)
         self.register_buffer("ltp_taps", lowpass_taps(self.ltp_cutoff_hz, self.sample_rate, half), persistent=False)
@@ -254,6 +260,7 @@ class LPCNet(VocoderModel):
             "ltp_cutoff_hz": self.ltp_cutoff_hz,
             "ltp_limit": self.ltp_limit,
             "excitation_rms": self.excitation_rms,
+            "voiced_temperature": self.voiced_temperature,
         }
 
     @property
@@ -640,6 +647,7 @@ class LPCNet(VocoderModel):
         """
         hidden, history, previous_excitation, memory, clock, residuals = state
         D = self.cond_channels
+        voiced = None
         short = predict_step(history, cond_t[:, D : self.period_channel].float())
         prediction = short
         taps = phase = None
@@ -674,7 +682,7 @@ class LPCNet(VocoderModel):
             error = signal - prediction
             excitation = mulaw_encode(error / scale if scale is not None else error, EXCITATION_CLASSES)
         else:
-            excitation = sample_categorical(logits, noise_t[:, 0], temperature, self.sampling_floor)
+            excitation = sample_categorical(logits, noise_t[:, 0], self._temperatures(temperature, voiced), self.sampling_floor)
             value = mulaw_decode(excitation, EXCITATION_CLASSES)
             sample = pcm_classes(prediction + (scale * value if scale is not None else value))
             signal = pcm_values(sample)
@@ -683,6 +691,15 @@ class LPCNet(VocoderModel):
         if self.ltp_gain:
             residuals = torch.cat([(signal - short).unsqueeze(1), residuals[:, :-1]], dim=1)
         return (hidden, history, excitation, memory, clock, residuals), sample, logits
+
+
+    def _temperatures(self, temperature: float, voiced: torch.Tensor | None) -> float | torch.Tensor:
+        """The sampling temperature of each stream [B] float64 (temperature x voiced_temperature where
+        voiced), or the plain float where the factor is off."""
+        if self.voiced_temperature == 1.0 or voiced is None or temperature <= 0.0:
+            return temperature
+        sharp = torch.tensor(temperature * self.voiced_temperature, dtype=torch.float64)
+        return torch.where(voiced, sharp, torch.tensor(float(temperature), dtype=torch.float64))
 
 
 def noisy_history_reference(

@@ -247,3 +247,35 @@ def test_the_sampling_floor_is_the_references_and_changes_the_draws(inputs):
     assert not torch.equal(reference, make_engine("reference", small()).generate(cond, noise, 1.0))
     with pytest.raises(ValueError, match="sampling_floor"):
         LPCNet(hidden_size=8, sampling_floor=0.01)
+
+
+def test_the_voiced_temperature_is_the_references_and_sharpens_voiced_frames_only():
+    """The temperature factor of voiced frames: the compiled loop draws what the reference draws; it
+    changes draws in voiced frames and none in unvoiced ones."""
+    model = small(pitch_phase=8)
+    generator = torch.Generator().manual_seed(0)
+    mel = torch.randn(2, model.n_mels, 4 * FRAMES + 2 * model.mel_context, generator=generator) * 2 - 5
+    u = model.upsample_context
+    for shift in torch.linspace(-3.0, 3.0, 25):  # a head bias that makes some frames voiced and some not
+        with torch.no_grad():
+            model.period_head[2].bias[-1] = shift
+            cond = model.conditioning(mel)
+        frame_voiced = cond[:, u : cond.shape[1] - u, model.period_channel + 1] > 0.5
+        if frame_voiced[:, :FRAMES].any(dim=1).all() and (~frame_voiced).any():
+            break
+    noise = draw_noise(2, model.num_samples(cond), 1, seed=3)
+    plain = make_engine("reference", model).generate(cond, noise, 1.0)
+    model.voiced_temperature = 0.5
+    sharp = make_engine("reference", model).generate(cond, noise, 1.0)
+    assert torch.equal(make_engine("cpu", model).generate(cond, noise, 1.0), sharp)
+    voiced = frame_voiced.repeat_interleave(model.hop_length, 1)
+    assert voiced.any() and (~voiced).any()
+    first_change = (sharp != plain).float().argmax(dim=1)
+    changed = (sharp != plain).any(dim=1)
+    assert changed.all()
+    # Until the first changed sample every stream ran on equal state: that sample lies in a voiced frame.
+    assert voiced[torch.arange(2), first_change].all()
+    with pytest.raises(ValueError, match="voiced_temperature needs the voicing class"):
+        LPCNet(hidden_size=8, voiced_temperature=0.5)
+    with pytest.raises(ValueError, match="voiced_temperature must be"):
+        LPCNet(hidden_size=8, pitch_phase=8, voiced_temperature=0.0)

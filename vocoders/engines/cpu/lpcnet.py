@@ -128,6 +128,7 @@ def lpcnet_loop(
     scale,  # [B, F] f32 each frame's excitation scale a (ones without the frame gain)
     noise,  # [B, T] f32 uniform
     temperature,
+    voiced_temperature,  # factor on the temperature in voiced frames (1: none; read only with `voiced`)
     floor,  # the sampling floor (`LPCNet.sampling_floor`; 0 = off)
     forced,  # [B, T] int64 PCM classes to feed back, or [B, 0] to sample
     hidden,  # [B, H] f32 state, updated in place
@@ -160,6 +161,7 @@ def lpcnet_loop(
     short = np.empty(batch, np.float32)
     reach = memory.shape[1]
     forcing = forced.shape[1] > 0
+    sharpen = voiced.shape[1] > 0 and voiced_temperature != 1.0 and temperature > 0.0
     one = np.float32(1.0)
     zero = np.float32(0.0)
 
@@ -248,7 +250,10 @@ def lpcnet_loop(
                 signal = pcm_value(sample)
                 e = mulaw_class(np.float32(np.float32(signal - p) / a), thresholds)
             else:
-                e = sample_inverse_cdf_floored(logits[b], noise[b, t], temperature, floor, cdf)
+                tb = temperature
+                if sharpen and voiced[b, frame] != 0:
+                    tb = temperature * voiced_temperature
+                e = sample_inverse_cdf_floored(logits[b], noise[b, t], tb, floor, cdf)
                 sample = pcm_class(np.float32(p + np.float32(a * decoded[e])))
                 signal = pcm_value(sample)
             samples_out[b, t] = sample
@@ -398,7 +403,7 @@ class LPCNetCPUEngine(Engine):
                 self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)), float(np.float32(m.ltp_limit)),
                 self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
-                projected, lpc, scale, noise, float(temperature), float(self.model.sampling_floor), forced, hidden,
+                projected, lpc, scale, noise, float(temperature), float(m.voiced_temperature), float(m.sampling_floor), forced, hidden,
                 history, excitation, memory, clock, residuals, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
