@@ -230,3 +230,35 @@ def test_noise_is_the_same_whatever_the_chunking():
     parts = [source.take(n) for n in (1, 300, NOISE_BLOCK, 5, 2 * NOISE_BLOCK - 289)]
     assert torch.equal(torch.cat(parts, dim=1), whole)
     assert not torch.equal(draw_noise(2, 64, 2, seed=10), whole[:, :64])
+
+
+@pytest.mark.parametrize("case", ["wavernn-cpu", "lpcnet-cpu", "subscale-cpu"])
+def test_iterating_a_buffered_chunk_yields_it_block_by_block_and_equals_whole(case):
+    """push(generate=False) then iteration: blocks of at most block_frames frames, each yielded as it is
+    made, the first before the rest of the chunk is generated; the audio equals whole-utterance audio."""
+    build, engine = CASES[case]
+    if case != "lpcnet-cpu" and load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
+    voc = Vocoder(build(), engine=engine)
+    frames, hop = 20, voc.hop_length
+    mel = torch.randn(80, frames) - 5
+    whole = voc(mel, seed=4)
+    stream = voc.stream(seed=4, block_frames=3)
+    out = []
+    for at, size in ((0, 2), (2, 13), (15, 5)):
+        stream.push(mel[:, at : at + size], generate=False)
+        assert stream.available == 0
+        ready = stream.pending_frames
+        if case != "subscale-cpu":  # (Subscale's look-ahead adds its horizon to the mel context)
+            assert ready == max(0, at + size - voc.lookahead_frames) - stream.frames_out
+        for block in stream:
+            assert block.shape[0] <= 3 * hop + (hop if case == "subscale-cpu" else 0)
+            out.append(block)
+            if len(out) == 1 and ready > 3:  # the first block came before the chunk's other frames
+                assert stream.pending_frames == ready - 3
+        assert stream.pending_frames == 0
+    out.append(stream.close())
+    assert torch.equal(torch.cat(out), whole)
+    assert sum(b.shape[0] > 0 for b in out[:-1]) >= 5
+    with pytest.raises(ValueError, match="block_frames"):
+        voc.stream(block_frames=0)

@@ -178,6 +178,7 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
     sizes = cfg.bench.stream_chunk
     sizes = [int(sizes)] if isinstance(sizes, int | str) else [int(n) for n in sizes]
     repeats = max(1, int(cfg.bench.get("stream_repeats", 3)))
+    block_frames = int(cfg.bench.get("stream_block", 4))
     vocoder = Vocoder(model, device=engine.device, engine="reference")
     vocoder.engine = engine  # the engine timed above, weights already packed
     frames, hop, rate = mel.shape[2], model.hop_length, model.sample_rate
@@ -192,14 +193,17 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
         return time.perf_counter() - start
 
     def stream_once(size: int) -> tuple[float, float, torch.Tensor, int]:
-        stream = vocoder.stream(batch=mel.shape[0], seed=int(cfg.bench.seed), temperature=float(cfg.bench.temperature))
+        stream = vocoder.stream(
+            batch=mel.shape[0], seed=int(cfg.bench.seed), temperature=float(cfg.bench.temperature), block_frames=block_frames
+        )
         pieces, first_audio = [], None
         start = time.perf_counter()
-        for at in range(0, frames, size):
-            stream.push(mel[:, :, at : at + size])
-            pieces.append(stream.pull())
-            if first_audio is None and pieces[-1].shape[-1]:
-                first_audio = time.perf_counter() - start
+        for at in range(0, frames, size):  # each chunk's audio as it is made, `block_frames` at a time
+            stream.push(mel[:, :, at : at + size], generate=False)
+            for piece in stream:
+                pieces.append(piece)
+                if first_audio is None:
+                    first_audio = time.perf_counter() - start
         pieces.append(stream.close())
         seconds = time.perf_counter() - start
         audio = torch.cat([p.reshape(mel.shape[0], -1) for p in pieces], dim=1)
@@ -221,6 +225,7 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
                 "chunk_frames": size,
                 "chunk_ms": significant(1000 * size * hop / rate),
                 "lookahead_frames": lookahead,
+                "block_frames": block_frames,
                 "lookahead_ms": significant(1000 * lookahead * hop / rate),
                 "first_audio_ms": significant(1000 * first_audio),
                 "seconds": significant(seconds),

@@ -147,14 +147,20 @@ class Vocoder:
         return self.model.lookahead_frames
 
     def stream(
-        self, batch: int = 1, seed: int | None = None, temperature: float = 1.0, speaker: int | None = None
+        self,
+        batch: int = 1,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        speaker: int | None = None,
+        block_frames: int = 4,
     ) -> Stream:
         """A streaming session: `push` mel chunks, `pull` audio, `close` for the rest (see vocoders.streaming).
 
         With the same seed the concatenated audio equals `self(mel, seed=seed)`. Fold batching does not
         apply: a stream runs the engine itself. Raises StreamingError where the engine cannot stream.
+        block_frames: frames generated per block when the stream is iterated (see vocoders.streaming).
         """
-        return Stream(self, batch=batch, seed=seed, temperature=temperature, speaker=speaker)
+        return Stream(self, batch=batch, seed=seed, temperature=temperature, speaker=speaker, block_frames=block_frames)
 
     @torch.inference_mode()
     def copy_synthesis(self, audio: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -6,6 +6,14 @@
         play(stream.pull())              # the audio that can be emitted now
     play(stream.close())                 # the rest (leaving a `with` block generates it for `pull`)
 
+A large chunk need not wait for all of its audio: `stream.push(chunk, generate=False)` only buffers
+it, and iterating the stream then generates the frames it made ready `block_frames` at a time,
+yielding each block's audio as soon as it exists (first audio after one block's work, not the chunk's):
+
+    stream.push(chunk, generate=False)
+    for audio in stream:                 # blocks of `block_frames` frames as they are made
+        play(audio)
+
 Audio for frame i needs the mel up to frame i + `lookahead_frames` (the conditioning network's and
 the upsampler's context), so a stream emits each frame's samples as soon as that frame has arrived
 and holds back the last `lookahead_frames` until `close`, which pads the end as whole-utterance
@@ -42,9 +50,13 @@ class Stream:
         seed: int | None = None,
         temperature: float = 1.0,
         speaker: int | None = None,
+        block_frames: int = 4,
     ) -> None:
         if batch < 1:
             raise ValueError(f"a stream needs batch >= 1, got {batch}")
+        if block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+        self.block_frames = int(block_frames)
         self.vocoder = vocoder
         self.model = vocoder.model
         self.batch = batch
@@ -66,8 +78,11 @@ class Stream:
         self.closed = False
 
     # ---- the session ---------------------------------------------------------------------------
-    def push(self, mel_chunk) -> int:
+    def push(self, mel_chunk, generate: bool = True) -> int:
         """Add mel frames; generate every frame whose look-ahead has arrived. Returns the samples ready.
+
+        generate=False only buffers the chunk: its frames wait in `pending_frames` for iteration (block
+        by block) or the next generating push, pull of the whole or close.
 
         A bad chunk (wrong band count, transposed, NaN, another batch size) raises MelError and
         leaves the stream as it was, so the caller can push a corrected chunk.
@@ -86,15 +101,21 @@ class Stream:
         else:
             self._mel = torch.cat([self._mel, chunk], dim=2)
         self._frames_in += chunk.shape[2]
-        self._generate(self._frames_in - self._context - self._frames_sent)
+        if generate:
+            self._generate(self.pending_frames)
         return self.available
 
+    @property
+    def pending_frames(self) -> int:
+        """Frames whose look-ahead has arrived and whose audio is not generated yet (after push(generate=False))."""
+        return max(0, self._frames_in - self._context - self._frames_sent)
+
     def pull(self) -> torch.Tensor:
-        """The audio generated since the last pull: float32 [samples] (batch 1) or [B, samples], CPU."""
-        ready = self._ready
-        audio = ready[0] if len(ready) == 1 else torch.cat(ready, dim=1) if ready else torch.empty(self.batch, 0)
-        self._ready = []
-        return audio[0] if self.batch == 1 else audio
+        """The audio generated since the last pull, pending frames generated first: float32 [samples]
+        (batch 1) or [B, samples], CPU."""
+        if not self.closed:
+            self._generate(self.pending_frames)
+        return self._take()
 
     def close(self) -> torch.Tensor:
         """End of the utterance: pad the end, generate the held-back frames, return what is left to pull."""
@@ -127,10 +148,23 @@ class Stream:
         return self._samples_out
 
     def __iter__(self):
-        """Each chunk of audio as it is pulled (what is ready now); use between pushes."""
-        audio = self.pull()
+        """The audio ready now, then the pending frames generated `block_frames` at a time, each block's
+        audio yielded as soon as it is made; use between pushes."""
+        audio = self._take()
         if audio.shape[-1]:
             yield audio
+        while not self.closed and self.pending_frames:
+            self._generate(min(self.block_frames, self.pending_frames))
+            audio = self._take()
+            if audio.shape[-1]:  # a Subscale block may end before its first sample is complete
+                yield audio
+
+    def _take(self) -> torch.Tensor:
+        """The generated audio not yet pulled (pull without generating)."""
+        ready = self._ready
+        audio = ready[0] if len(ready) == 1 else torch.cat(ready, dim=1) if ready else torch.empty(self.batch, 0)
+        self._ready = []
+        return audio[0] if self.batch == 1 else audio
 
     def __enter__(self) -> Stream:
         return self

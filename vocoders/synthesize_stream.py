@@ -166,12 +166,13 @@ def stream_file(vocoder, source: str, output: Path, seed: int, temperature: floa
                 first = frames_in
                 frames_in += chunk.shape[0]
                 try:
-                    stream.push(chunk.T)
+                    stream.push(chunk.T, generate=False)
                 except MelError as exc:
                     print(f"error: {reader.name}: frames {first}..{frames_in - 1}: {exc}", file=sys.stderr)
                     status = 1
                     continue
-                emit(stream.pull())
+                for audio in stream:  # a large chunk reaches the file block by block
+                    emit(audio)
             emit(stream.close())
             if reader.trailing:
                 status = 1
