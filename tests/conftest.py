@@ -74,7 +74,7 @@ def tiny_lpcnet(mel_config):
         pitch_phase=4,
     ).eval()  # fmt: skip
     with torch.no_grad():  # voiced and unvoiced frames both (the head's unvoiced class is the last)
-        model.period_head[2].bias[-1] += 1.5
+        model.period_head[2].bias[-1] += 6.0
     return model
 
 

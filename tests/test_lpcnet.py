@@ -349,6 +349,45 @@ def test_the_long_term_predictor_repeats_the_low_band_one_period_back():
     assert low_band_correlation(combed, 120) > low_band_correlation(combed, 60) + 0.3
 
 
+def test_the_upper_band_repeats_the_band_above_the_cutoff_at_its_ratio():
+    """With ltp_upper_hz the predictor's filter passes the band above the cutoff at ltp_upper_ratio
+    (the transitions of a 31-tap filter are wide: checked in the bands' middles)."""
+
+    def response(model: LPCNet, hz: float) -> float:
+        taps = model.ltp_taps.double()
+        n = torch.arange(taps.shape[0], dtype=torch.float64)
+        return float(torch.abs(torch.sum(taps * torch.exp(-2j * math.pi * hz / model.sample_rate * n))))
+
+    low = small(pitch_phase=8, ltp_gain=0.85)
+    both = small(pitch_phase=8, ltp_gain=0.85, ltp_upper_hz=4000.0, ltp_upper_ratio=0.5)
+    assert response(both, 0.0) == pytest.approx(1.0, abs=1e-6) and response(both, 200.0) > 0.95
+    assert response(low, 2500.0) < 0.1
+    assert 0.4 < response(both, 2500.0) < 0.6
+    assert response(both, 7000.0) < 0.05
+    assert both.kwargs["ltp_upper_hz"] == 4000.0 and both.kwargs["ltp_upper_ratio"] == 0.5
+    with pytest.raises(ValueError, match="ltp_upper_hz"):
+        small(pitch_phase=8, ltp_gain=0.85, ltp_upper_hz=500.0, ltp_upper_ratio=0.5)
+    with pytest.raises(ValueError, match="ltp_upper_ratio"):
+        small(pitch_phase=8, ltp_gain=0.85, ltp_upper_hz=2500.0, ltp_upper_ratio=1.5)
+
+
+def test_voicing_is_the_unvoiced_probability_below_the_threshold_not_the_argmax():
+    """The head's voiced mass spreads over many lags: a frame with P(unvoiced) = 0.4 is voiced at the
+    default threshold although the unvoiced class beats every single lag."""
+    model = small(pitch_phase=8).eval()
+    lags = model.periods.classes
+    logits = torch.zeros(1, 1, lags + 1)
+    logits[..., 100] = 1.0  # the likeliest lag
+    logits[..., lags] = math.log(0.4 / 0.6 * (lags - 1 + math.e))  # P(unvoiced) = 0.4
+    assert logits.argmax(-1).item() == lags and logits.softmax(-1)[0, 0, lags] == pytest.approx(0.4)
+    period, voiced = model._pitch_from_logits(logits)
+    assert period.item() == model.periods.min_lag + 100 and voiced.item()
+    model.voicing_threshold = 0.3
+    assert not model._pitch_from_logits(logits)[1].item()
+    with pytest.raises(ValueError, match="voicing_threshold"):
+        small(pitch_phase=8, voicing_threshold=1.0)
+
+
 def test_noise_injection_runs_with_the_long_term_predictor():
     """The re-synthesis includes the long-term predictor, so a model with it can learn to recover."""
     model = small(pitch_phase=8, ltp_gain=0.85, ltp_limit=0.1, injected_noise=2.0).train()

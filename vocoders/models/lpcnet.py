@@ -124,6 +124,9 @@ class LPCNet(VocoderModel):
         period_weight: weight of the period head's cross-entropy in the loss.
         ltp_gain: gain g of the long-term predictor in voiced frames (0 = none; below 1 for a stable comb).
         ltp_cutoff_hz: the low band the long-term predictor repeats.
+        ltp_upper_hz, ltp_upper_ratio: a second band, ltp_cutoff_hz..ltp_upper_hz, repeated at
+            ltp_upper_ratio times the gain (speech is less periodic higher up); 0 = none. The two
+            bands make one filter, the low-pass at the cutoff plus the ratio times the band between.
         ltp_limit: bound on that band before the gain (0 = none). The low band of the cs-male-22k
             training residual stays below 0.1 (its largest value over 40 utterances: 0.098); the bound
             keeps the comb's feedback finite when generation drifts loud.
@@ -157,9 +160,12 @@ class LPCNet(VocoderModel):
         period_weight: float = 0.5,
         ltp_gain: float = 0.0,
         ltp_cutoff_hz: float = 1000.0,
+        ltp_upper_hz: float = 0.0,
+        ltp_upper_ratio: float = 0.0,
         ltp_limit: float = 0.0,
         excitation_rms: float = 0.0,
         voiced_temperature: float = 1.0,
+        voicing_threshold: float = 0.5,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -207,11 +213,22 @@ class LPCNet(VocoderModel):
         if not 0.0 < voiced_temperature <= 4.0:
             raise ValueError(f"voiced_temperature must be in (0, 4], got {voiced_temperature}")
         self.voiced_temperature = float(voiced_temperature)
+        if not 0.0 < voicing_threshold < 1.0:
+            raise ValueError(f"voicing_threshold must be in (0, 1), got {voicing_threshold}")
+        self.voicing_threshold = float(voicing_threshold)
         if self.voiced_temperature != 1.0 and not self.voicing:
             raise ValueError("voiced_temperature needs the voicing class (pitch_phase or ltp_gain)")
         # Half the low-pass taps: the filter must stay in the past (M < shortest period).
         half = min(LTP_HALF_TAPS, self.periods.min_lag - 1)
-        self.register_buffer("ltp_taps", lowpass_taps(self.ltp_cutoff_hz, self.sample_rate, half), persistent=False)
+        if ltp_upper_hz and not self.ltp_cutoff_hz < ltp_upper_hz < self.sample_rate / 2:
+            raise ValueError(f"ltp_upper_hz must be 0 or in ({self.ltp_cutoff_hz}, {self.sample_rate / 2}), got {ltp_upper_hz}")
+        if not 0.0 <= ltp_upper_ratio <= 1.0:
+            raise ValueError(f"ltp_upper_ratio must be in [0, 1], got {ltp_upper_ratio}")
+        self.ltp_upper_hz, self.ltp_upper_ratio = float(ltp_upper_hz), float(ltp_upper_ratio)
+        taps = lowpass_taps(self.ltp_cutoff_hz, self.sample_rate, half)
+        if self.ltp_upper_hz and self.ltp_upper_ratio:
+            taps = taps + self.ltp_upper_ratio * (lowpass_taps(self.ltp_upper_hz, self.sample_rate, half) - taps)
+        self.register_buffer("ltp_taps", taps, persistent=False)
 
         self.cond_net = ConditioningNetwork(self.n_mels, cond_channels, cond_kernel, cond_blocks)
         self.upsampler = FrameUpsampler(self.hop_length, upsample_taps)
@@ -258,9 +275,12 @@ class LPCNet(VocoderModel):
             "period_weight": self.period_weight,
             "ltp_gain": self.ltp_gain,
             "ltp_cutoff_hz": self.ltp_cutoff_hz,
+            "ltp_upper_hz": self.ltp_upper_hz,
+            "ltp_upper_ratio": self.ltp_upper_ratio,
             "ltp_limit": self.ltp_limit,
             "excitation_rms": self.excitation_rms,
             "voiced_temperature": self.voiced_temperature,
+            "voicing_threshold": self.voicing_threshold,
         }
 
     @property
@@ -352,7 +372,8 @@ class LPCNet(VocoderModel):
 
     def predicted_pitch(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(period [B, F] int64, voiced [B, F] bool) the head gives for frame features [B, F, D]: the most
-        likely lag, and voiced unless the unvoiced class beats every lag (always voiced without `voicing`)."""
+        likely lag, and voiced where the head's probability of unvoiced is below `voicing_threshold`
+        (always voiced without `voicing`)."""
         return self._pitch_from_logits(self.period_logits(features))
 
     def _pitch_from_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,7 +382,10 @@ class LPCNet(VocoderModel):
         period = logits[..., :lags].argmax(-1) + self.periods.min_lag
         if not self.voicing:
             return period, torch.ones_like(period, dtype=torch.bool)
-        return period, logits.argmax(-1) != lags
+        # Voiced where the unvoiced class is less likely than `voicing_threshold`, not where it merely
+        # loses the argmax: the voiced mass is spread over every lag near the period (targets are
+        # spread over +-25 cents), so an argmax calls half the voiced frames unvoiced.
+        return period, logits.float().log_softmax(-1)[..., lags] < math.log(self.voicing_threshold)
 
     def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2u, D + frame_channels]: features, each frame's

@@ -12,6 +12,7 @@ the state before the weights, so a `kill -9` at any moment leaves a loadable pai
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -154,9 +155,15 @@ class CheckpointingMixin:
         if ours["model"] != theirs["model"] or ours["mel"] != theirs["mel"] or (ours != theirs and not same_shapes):
             differ = ", ".join(k for k in ours if ours[k] != theirs[k])
             raise CheckpointError(f"{path}: trainer.init_from holds a different model ({differ} differ from this run)")
-        changed = sorted(k for k in set(ours["kwargs"]) | set(theirs["kwargs"]) if ours["kwargs"].get(k) != theirs["kwargs"].get(k))
+        # A kwarg the checkpoint predates loads as its default: a change only where ours differs from that.
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self.model).__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }  # fmt: skip
+        theirs_full = {**json.loads(json.dumps({k: v for k, v in defaults.items() if k in ours["kwargs"]})), **theirs["kwargs"]}
+        changed = sorted(k for k in set(ours["kwargs"]) | set(theirs_full) if ours["kwargs"].get(k) != theirs_full.get(k))
         for key in changed:
-            log.warning("init_from %s: model.%s %r -> %r (the parameters keep their shapes)", path, key, theirs["kwargs"].get(key), ours["kwargs"].get(key))
+            log.warning("init_from %s: model.%s %r -> %r (the parameters keep their shapes)", path, key, theirs_full.get(key), ours["kwargs"].get(key))
         self.model.load_state_dict(tensors)
         self.load_extras(checkpoint)
         if self.ema is not None:

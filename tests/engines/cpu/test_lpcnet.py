@@ -42,6 +42,28 @@ def small(
     return model
 
 
+def test_mel(model: LPCNet) -> torch.Tensor:
+    """The random mel around -5 [2, 80, FRAMES + 2c] of the `inputs` fixture."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, model.n_mels, FRAMES + 2 * model.mel_context, generator=generator) * 2 - 5
+
+
+test_mel.__test__ = False  # a helper, not a test
+
+
+def mix_voicing(model: LPCNet, mel: torch.Tensor) -> None:
+    """Set the head's unvoiced bias so that each stream of `mel` has voiced and unvoiced frames."""
+    u = model.upsample_context
+    for bias in torch.linspace(0.0, 12.0, 241):
+        with torch.no_grad():
+            model.period_head[2].bias[-1] = bias
+            cond = model.conditioning(mel)
+        voiced = cond[:, u : cond.shape[1] - u, model.period_channel + 1] > 0.5
+        if voiced.any(dim=1).all() and (~voiced).any(dim=1).all():
+            return
+    raise AssertionError("no unvoiced bias gives both voiced and unvoiced frames")
+
+
 @pytest.fixture(
     scope="module",
     params=[(0, 0, 0.0, 0.0), (3, 0, 0.0, 0.0), (3, 8, 0.0, 0.0), (0, 8, 0.7, 0.0), (0, 8, 0.7, 0.08)],
@@ -55,16 +77,14 @@ def model(request) -> LPCNet:
     model = small(pitch_taps=taps, pitch_phase=phase, ltp_gain=ltp, excitation_rms=rms)
     model.ltp_limit = 0.02 if ltp else 0.0  # small enough that the bound acts on these random weights' residuals
     if phase:  # a head bias that makes some frames voiced and some not
-        with torch.no_grad():
-            model.period_head[2].bias[-1] += 1.5
+        mix_voicing(model, test_mel(model))
     return model
 
 
 @pytest.fixture(scope="module")
 def inputs(model):
     """(padded mel [2, 80, F + 2c], frame-rate conditioning, noise) of a random mel around -5."""
-    generator = torch.Generator().manual_seed(0)
-    mel = torch.randn(2, model.n_mels, FRAMES + 2 * model.mel_context, generator=generator) * 2 - 5
+    mel = test_mel(model)
     with torch.no_grad():
         cond = model.conditioning(mel)
     return mel, cond, draw_noise(2, model.num_samples(cond), 1, seed=3)
@@ -255,14 +275,11 @@ def test_the_voiced_temperature_is_the_references_and_sharpens_voiced_frames_onl
     model = small(pitch_phase=8)
     generator = torch.Generator().manual_seed(0)
     mel = torch.randn(2, model.n_mels, 4 * FRAMES + 2 * model.mel_context, generator=generator) * 2 - 5
+    mix_voicing(model, mel)
+    with torch.no_grad():
+        cond = model.conditioning(mel)
     u = model.upsample_context
-    for shift in torch.linspace(-3.0, 3.0, 25):  # a head bias that makes some frames voiced and some not
-        with torch.no_grad():
-            model.period_head[2].bias[-1] = shift
-            cond = model.conditioning(mel)
-        frame_voiced = cond[:, u : cond.shape[1] - u, model.period_channel + 1] > 0.5
-        if frame_voiced[:, :FRAMES].any(dim=1).all() and (~frame_voiced).any():
-            break
+    frame_voiced = cond[:, u : cond.shape[1] - u, model.period_channel + 1] > 0.5
     noise = draw_noise(2, model.num_samples(cond), 1, seed=3)
     plain = make_engine("reference", model).generate(cond, noise, 1.0)
     model.voiced_temperature = 0.5
