@@ -388,6 +388,36 @@ def test_voicing_is_the_unvoiced_probability_below_the_threshold_not_the_argmax(
         small(pitch_phase=8, voicing_threshold=1.0)
 
 
+def test_training_dither_leaves_no_digital_silence_and_only_in_training():
+    """With train_dither the signal the network learns from is never exactly zero for long, and stays
+    within a few 16-bit steps of the audio; validation (eval mode) and train_dither 0 see the audio as is."""
+    model = small(train_dither=2.0)
+    seen = []
+    original = model._teacher_forced
+
+    def recording(mel, targets, **kwargs):
+        seen.append(targets)
+        return original(mel, targets, **kwargs)
+
+    model._teacher_forced = recording
+    audio = torch.zeros(2, 4 * 256)
+    mel = torch.full((2, 80, 4 + 2 * model.mel_context), math.log(1e-5))
+    model.train()
+    model.loss(mel, audio)
+    model.eval()
+    with torch.no_grad():
+        model.loss(mel, audio)
+    dithered, clean = pcm_values(seen[0]), pcm_values(seen[1])
+    assert torch.all(clean == 0)
+    assert (dithered != 0).float().mean() > 0.3 and dithered.abs().max() <= 4 / 32768
+    model.train_dither = 0.0
+    model.train()
+    model.loss(mel, audio)
+    assert torch.all(pcm_values(seen[2]) == 0)
+    with pytest.raises(ValueError, match="train_dither"):
+        small(train_dither=-1.0)
+
+
 def test_noise_injection_runs_with_the_long_term_predictor():
     """The re-synthesis includes the long-term predictor, so a model with it can learn to recover."""
     model = small(pitch_phase=8, ltp_gain=0.85, ltp_limit=0.1, injected_noise=2.0).train()

@@ -166,6 +166,7 @@ class LPCNet(VocoderModel):
         excitation_rms: float = 0.0,
         voiced_temperature: float = 1.0,
         voicing_threshold: float = 0.5,
+        train_dither: float = 0.0,
     ) -> None:
         super().__init__(mel)
         if hidden_size < 1:
@@ -216,6 +217,9 @@ class LPCNet(VocoderModel):
         if not 0.0 < voicing_threshold < 1.0:
             raise ValueError(f"voicing_threshold must be in (0, 1), got {voicing_threshold}")
         self.voicing_threshold = float(voicing_threshold)
+        if train_dither < 0:
+            raise ValueError(f"train_dither must be >= 0, got {train_dither}")
+        self.train_dither = float(train_dither)
         if self.voiced_temperature != 1.0 and not self.voicing:
             raise ValueError("voiced_temperature needs the voicing class (pitch_phase or ltp_gain)")
         # Half the low-pass taps: the filter must stay in the past (M < shortest period).
@@ -281,6 +285,7 @@ class LPCNet(VocoderModel):
             "excitation_rms": self.excitation_rms,
             "voiced_temperature": self.voiced_temperature,
             "voicing_threshold": self.voicing_threshold,
+            "train_dither": self.train_dither,
         }
 
     @property
@@ -594,6 +599,9 @@ class LPCNet(VocoderModel):
             with torch.no_grad():
                 periods, voiced, complete = self.true_periods(audio)
             pitch = (periods, voiced)
+        if self.training and self.train_dither:  # TPDF dither: no exact digital silence to learn
+            lsb = self.train_dither / float(1 << (PCM_BITS - 1))
+            audio = audio + lsb * (torch.rand_like(audio) - torch.rand_like(audio))
         logits, excitation, frame_cond = self._teacher_forced(mel, self.encode(audio), noisy=noisy, pitch=pitch)
         loss = F.cross_entropy(logits.float().flatten(0, 1), excitation.flatten())
         if not self.uses_pitch:
