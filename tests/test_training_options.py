@@ -164,7 +164,12 @@ def test_init_from_starts_a_fresh_run_from_another_runs_average(tmp_path):
     assert all(torch.equal(trainer.ema.state_dict()[k], v) for k, v in average.items())
     # The run remembers where it started, in its checkpoints and across its own resume.
     result = train(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "trainer.max_steps=2"))
-    assert read_checkpoint(result.checkpoint).meta["init_from"] == {"path": str(source.checkpoint), "step": 2}
+    expected = {"path": str(source.checkpoint), "step": 2, "total_steps": 2}
+    assert read_checkpoint(result.checkpoint).meta["init_from"] == expected
+    # A third run from the second counts the steps behind both.
+    third = Trainer(tiny_cfg(tmp_path / "c", f"trainer.init_from={result.checkpoint}"))
+    third.maybe_resume()
+    assert third.init_source["step"] == 2 and third.init_source["total_steps"] == 4
     again = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={source.checkpoint}", "trainer.max_steps=4"))
     again.maybe_resume()
     assert again.step == 2 and again.init_source["step"] == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vocoders.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from vocoders.checkpoint import model_from_checkpoint, parse_settings, read_checkpoint, save_checkpoint  # noqa: E402
 from vocoders.pretrained import pretrained_dir  # noqa: E402
 from vocoders.report import markdown  # noqa: E402
 
@@ -31,6 +31,16 @@ LICENCE = (
 )
 
 
+def steps_before(source: dict) -> int:
+    """Training steps behind an init_from source: its total where recorded, else its step plus, while
+    the source files are at hand, the steps behind them (runs recorded before `total_steps` existed)."""
+    if "total_steps" in source or not source:
+        return int(source.get("total_steps", 0))
+    path = Path(source.get("path", ""))
+    earlier = read_checkpoint(path).meta.get("init_from") if path.is_file() else None
+    return int(source.get("step", 0)) + (steps_before(earlier) if earlier else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
@@ -39,16 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-hours", type=float, required=True, help="training CPU hours (wall x cores)")
     parser.add_argument("--command", required=True, help="the training command, for the card")
     parser.add_argument("--notes", default="", help="a paragraph for the card (what it still lacks)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting of generation the shipped model carries (a model kwarg), as the report was made with",
+    )
     args = parser.parse_args(argv)
 
     checkpoint = read_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(checkpoint, use_ema=True)
+    model = model_from_checkpoint(checkpoint, use_ema=True, settings=parse_settings(args.settings))
     folder = pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{args.name}.safetensors"
     meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity", "init_from")}
     # A run started with trainer.init_from continues another's training: count the steps of both.
-    before = int((checkpoint.meta.get("init_from") or {}).get("step", 0))
+    before = steps_before(checkpoint.meta.get("init_from") or {})
     steps = before + checkpoint.step
     save_checkpoint(target, model, steps, **meta)
     target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)

@@ -168,7 +168,10 @@ class CheckpointingMixin:
         self.load_extras(checkpoint)
         if self.ema is not None:
             self.ema.reset(self.model)
-        self.init_source = {"path": str(path), "step": checkpoint.step}
+        # Steps behind the source's weights, its own init_from chain included.
+        chain = checkpoint.meta.get("init_from") or {}
+        total = checkpoint.step + int(chain.get("total_steps", chain.get("step", 0)))
+        self.init_source = {"path": str(path), "step": checkpoint.step, "total_steps": total}
         if changed:
             self.init_source["changed"] = changed
         log.info("initialised from %s (its step %d)", path, checkpoint.step)

@@ -1,0 +1,21 @@
+"""tools/ship_pretrained.py: the steps a shipped model's card counts behind its weights."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from ship_pretrained import steps_before  # noqa: E402
+
+from vocoders.checkpoint import save_checkpoint  # noqa: E402
+
+
+def test_steps_before_follows_the_init_from_chain(tmp_path, tiny_wavernn):
+    first = save_checkpoint(tmp_path / "first.safetensors", tiny_wavernn, 3500)
+    second = save_checkpoint(
+        tmp_path / "second.safetensors", tiny_wavernn, 1000, init_from={"path": str(first), "step": 3500}
+    )
+    assert steps_before({"path": str(second), "step": 1000}) == 4500  # a source without its total
+    assert steps_before({"path": str(second), "step": 1000, "total_steps": 1200}) == 1200  # recorded totals win
+    assert steps_before({"path": str(tmp_path / "gone.safetensors"), "step": 7}) == 7  # the file is not at hand
+    assert steps_before({}) == 0
