@@ -85,3 +85,25 @@ def test_cli_refuses_a_missing_file_in_one_line(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.wav'}: no such audio file"]
+
+
+def test_silent_starts_lists_a_model_that_stays_silent_and_not_one_that_speaks(tiny_lpcnet, tones):
+    from vocoders.inference import Vocoder
+
+    utterances = _utterances(tiny_lpcnet, tones)
+    speaking = diagnose.silent_starts(Vocoder(tiny_lpcnet, engine="cpu"), utterances, frames=20)
+    assert speaking["checked"] == 4 and speaking["silent"] == []
+
+    class QuietOnB(Vocoder):
+        """The tiny model, but the second utterance of the batch comes out 40 dB down."""
+
+        def __call__(self, mel, seed=None, **kwargs):
+            audio = super().__call__(mel, seed=seed, **kwargs).clone()
+            audio[1] *= 0.01
+            return audio
+
+    quiet = diagnose.silent_starts(QuietOnB(tiny_lpcnet, engine="cpu"), utterances, frames=20)
+    assert sorted((row["id"], row["seed"]) for row in quiet["silent"]) == [("b", 0), ("b", 1)]
+    assert all(row["ratio"] < 0.1 for row in quiet["silent"])
+    with pytest.raises(ValueError, match="no utterance has 999 frames"):
+        diagnose.silent_starts(Vocoder(tiny_lpcnet, engine="cpu"), utterances, frames=999)

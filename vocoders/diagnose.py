@@ -8,6 +8,10 @@
   A small gap means the model ignores its conditioning.
 - agreement: the engine's teacher-forced logits against the training forward pass on the same mel
   and audio (a whole utterance, its first frames included).
+- starts: generate the first frames of every utterance with a few seeds and list the starts that
+  stay silent through speech (generated RMS under a tenth of the truth's on its speech frames): a
+  model that has learned to continue digital silence with certainty never leaves the all-zero state
+  generation starts from.
 
 Each prints one JSON object; the library functions below are what the tests call.
 """
@@ -305,6 +309,31 @@ def overfit_report(
     return {"rows": results, "figures": figures}
 
 
+def silent_starts(
+    vocoder, utterances: list[Utterance], frames: int = 40, seeds: tuple[int, ...] = (0, 1), speech_rms: float = 0.02
+) -> dict[str, Any]:
+    """Generate the first `frames` frames of each utterance (one batch per seed) and find the starts
+    whose audio stays silent where the truth speaks: mean frame RMS over the truth's speech frames
+    (RMS > speech_rms) under a tenth of the truth's. Returns {"checked", "silent": [{id, seed, ratio}]}."""
+    hop = vocoder.hop_length
+    usable = [u for u in utterances if u.mel.shape[1] >= frames]
+    if not usable:
+        raise ValueError(f"no utterance has {frames} frames")
+    mel = torch.stack([torch.from_numpy(np.ascontiguousarray(u.mel[:, :frames])) for u in usable])
+    silent = []
+    for seed in seeds:
+        audio = vocoder(mel, seed=seed).numpy()
+        for utt, generated in zip(usable, audio, strict=True):
+            truth = np.sqrt((utt.audio[: frames * hop].reshape(-1, hop) ** 2).mean(1))
+            ours = np.sqrt((generated[: frames * hop].reshape(-1, hop) ** 2).mean(1))
+            speech = truth > speech_rms
+            if speech.any():
+                ratio = float(ours[speech].mean() / truth[speech].mean())
+                if ratio < 0.1:
+                    silent.append({"id": utt.id, "seed": seed, "ratio": round(ratio, 4)})
+    return {"checked": len(usable) * len(seeds), "frames": frames, "silent": silent}
+
+
 # ---- command line ---------------------------------------------------------------------------------
 
 
@@ -325,13 +354,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--seconds", type=float, default=None)
     c = sub.add_parser("conditioning", help="validation loss with the true, a zeroed and a shuffled mel")
     a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
-    for p in (c, a):
+    st = sub.add_parser("starts", help="utterance starts that stay silent through speech, over a few seeds")
+    for p in (c, a, st):
         p.add_argument("checkpoint", type=Path)
         p.add_argument("manifest", type=Path)
         p.add_argument("--split", default="valid")
         p.add_argument("--limit", type=int, default=30)
     c.add_argument("--segment-frames", type=int, default=8)
     a.add_argument("--frames", type=int, default=40)
+    st.add_argument("--frames", type=int, default=40)
+    st.add_argument("--seeds", type=int, default=2, help="noise seeds 0 .. N-1")
+    st.add_argument("--set", dest="settings", action="append", metavar="NAME=VALUE", help="a generation setting")
     return parser.parse_args(argv)
 
 
@@ -348,6 +381,13 @@ def main(argv: list[str] | None = None) -> int:
             out.update(overfit_report(result.checkpoint, args.audio, args.run_dir, args.seconds))
         elif args.check == "report":
             out = overfit_report(args.checkpoint, args.audio, args.out, args.seconds)
+        elif args.check == "starts":
+            from .checkpoint import parse_settings
+            from .inference import load
+
+            vocoder = load(args.checkpoint, settings=parse_settings(args.settings))
+            utterances = load_utterances(args.manifest, vocoder.model, args.split, args.limit)
+            out = silent_starts(vocoder, utterances, args.frames, tuple(range(args.seeds)))
         else:
             from .inference import load
 
