@@ -131,7 +131,11 @@ def test_set_changes_a_generation_setting_and_refuses_what_does_not_fit(tmp_path
     result = run_cli(checkpoint, tmp_path / "m.npy", "-o", changed, "--set", "voiced_temperature=0.5")
     assert result.returncode == 0, result.stderr
     assert not np.array_equal(sf.read(plain / "m.wav")[0], sf.read(changed / "m.wav")[0])
-    for bad, says in (("hidden_size=8", "weights do not fit"), ("no_such_setting=1", "cannot build"), ("x", "NAME=VALUE")):
+    for bad, says in (
+        ("hidden_size=8", "weights do not fit"),
+        ("no_such_setting=1", "cannot build"),
+        ("x", "NAME=VALUE"),
+    ):
         result = run_cli(checkpoint, tmp_path / "m.npy", "-o", tmp_path / "bad", "--set", bad)
         assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, bad
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -18,7 +18,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vocoders.checkpoint import model_from_checkpoint, parse_settings, read_checkpoint, save_checkpoint  # noqa: E402
+from vocoders.checkpoint import (  # noqa: E402
+    add_settings_argument,
+    model_from_checkpoint,
+    parse_settings,
+    read_checkpoint,
+    save_checkpoint,
+)
 from vocoders.pretrained import pretrained_dir  # noqa: E402
 from vocoders.report import markdown  # noqa: E402
 
@@ -49,13 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-hours", type=float, required=True, help="training CPU hours (wall x cores)")
     parser.add_argument("--command", required=True, help="the training command, for the card")
     parser.add_argument("--notes", default="", help="a paragraph for the card (what it still lacks)")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        metavar="NAME=VALUE",
-        help="a setting of generation the shipped model carries (a model kwarg), as the report was made with",
-    )
+    add_settings_argument(parser)  # the settings the shipped model carries, as the report was made with
     args = parser.parse_args(argv)
 
     checkpoint = read_checkpoint(args.checkpoint)

@@ -194,7 +194,10 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
 
     def stream_once(size: int) -> tuple[float, float, torch.Tensor, int]:
         stream = vocoder.stream(
-            batch=mel.shape[0], seed=int(cfg.bench.seed), temperature=float(cfg.bench.temperature), block_frames=block_frames
+            batch=mel.shape[0],
+            seed=int(cfg.bench.seed),
+            temperature=float(cfg.bench.temperature),
+            block_frames=block_frames,
         )
         pieces, first_audio = [], None
         start = time.perf_counter()

@@ -168,13 +168,26 @@ def read_checkpoint(path: str | os.PathLike, extra_prefixes: tuple[str, ...] = (
     return Checkpoint(tensors=weights, meta=meta, path=path, extras=extras)
 
 
+def add_settings_argument(parser) -> None:
+    """The `--set NAME=VALUE` option of the CLIs (read it with `parse_settings(args.settings)`)."""
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change a setting of generation from the checkpoint's (a model kwarg), e.g. --set voiced_temperature=0.7",
+    )
+
+
 def parse_settings(items: list[str] | None) -> dict[str, Any]:
     """CLI `--set NAME=VALUE` items -> {NAME: VALUE}, each value read as JSON (0.7, 2, true) or else kept as text."""
     settings: dict[str, Any] = {}
     for item in items or []:
         name, sep, text = item.partition("=")
         if not sep or not name.isidentifier():
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE with a model setting's name, e.g. voiced_temperature=0.7")
+            raise ValueError(
+                f"--set {item!r}: expected NAME=VALUE with a model setting's name, e.g. voiced_temperature=0.7"
+            )
         try:
             settings[name] = json.loads(text)
         except json.JSONDecodeError:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .audio import read_audio
+from .checkpoint import add_settings_argument
 from .data import FeatureCache, Features, find_utterances, mel_window
 from .engines import ENGINES, make_engine
 from .models.base import VocoderModel
@@ -364,7 +365,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--frames", type=int, default=40)
     st.add_argument("--frames", type=int, default=40)
     st.add_argument("--seeds", type=int, default=2, help="noise seeds 0 .. N-1")
-    st.add_argument("--set", dest="settings", action="append", metavar="NAME=VALUE", help="a generation setting")
+    add_settings_argument(st)
     return parser.parse_args(argv)
 
 

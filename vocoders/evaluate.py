@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .checkpoint import add_settings_argument
 from .report import SYSTEM_TITLES, plot_mels, plot_summary, safe_name, write_report
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--griffin-lim-iters", type=int, default=60, help="Griffin-Lim iterations (default: 60)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/vocoders)")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        metavar="NAME=VALUE",
-        help="change a setting of generation from the checkpoint's (a model kwarg), e.g. --set voiced_temperature=0.7",
-    )
+    add_settings_argument(parser)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA ones exist")
     parser.add_argument("--no-audio", action="store_true", help="do not write the vocoded and Griffin-Lim WAVs")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest metric)")
@@ -150,8 +145,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from . import check_mel, load
-    from .checkpoint import parse_settings
     from .audio import write_wav
+    from .checkpoint import parse_settings
     from .data import FeatureCache, load_features
     from .griffinlim import griffin_lim
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_wav
+from .checkpoint import add_settings_argument
 
 MEL_EXTENSIONS = (".npy", ".pt")
 INPUT_EXTENSIONS = MEL_EXTENSIONS + AUDIO_EXTENSIONS
@@ -49,13 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "frames, cross-faded on the decoded audio (e.g. --fold 40 4; faster, slightly different audio)",
     )
     parser.add_argument("--speaker", type=int, default=None, help="speaker id, for multi-speaker checkpoints only")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        metavar="NAME=VALUE",
-        help="change a setting of generation from the checkpoint's (a model kwarg), e.g. --set voiced_temperature=0.7",
-    )
+    add_settings_argument(parser)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
@@ -131,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_settings(args.settings)
         vocoder = load(
-            args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema, fold=args.fold, settings=settings
+            args.checkpoint,
+            device=args.device,
+            engine=args.engine,
+            use_ema=not args.no_ema,
+            fold=args.fold,
+            settings=settings,
         )
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

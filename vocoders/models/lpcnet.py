@@ -225,7 +225,9 @@ class LPCNet(VocoderModel):
         # Half the low-pass taps: the filter must stay in the past (M < shortest period).
         half = min(LTP_HALF_TAPS, self.periods.min_lag - 1)
         if ltp_upper_hz and not self.ltp_cutoff_hz < ltp_upper_hz < self.sample_rate / 2:
-            raise ValueError(f"ltp_upper_hz must be 0 or in ({self.ltp_cutoff_hz}, {self.sample_rate / 2}), got {ltp_upper_hz}")
+            raise ValueError(
+                f"ltp_upper_hz must be 0 or in ({self.ltp_cutoff_hz}, {self.sample_rate / 2}), got {ltp_upper_hz}"
+            )
         if not 0.0 <= ltp_upper_ratio <= 1.0:
             raise ValueError(f"ltp_upper_ratio must be in [0, 1], got {ltp_upper_ratio}")
         self.ltp_upper_hz, self.ltp_upper_ratio = float(ltp_upper_hz), float(ltp_upper_ratio)
@@ -714,7 +716,9 @@ class LPCNet(VocoderModel):
             error = signal - prediction
             excitation = mulaw_encode(error / scale if scale is not None else error, EXCITATION_CLASSES)
         else:
-            excitation = sample_categorical(logits, noise_t[:, 0], self._temperatures(temperature, voiced), self.sampling_floor)
+            excitation = sample_categorical(
+                logits, noise_t[:, 0], self._temperatures(temperature, voiced), self.sampling_floor
+            )
             value = mulaw_decode(excitation, EXCITATION_CLASSES)
             sample = pcm_classes(prediction + (scale * value if scale is not None else value))
             signal = pcm_values(sample)
@@ -723,7 +727,6 @@ class LPCNet(VocoderModel):
         if self.ltp_gain:
             residuals = torch.cat([(signal - short).unsqueeze(1), residuals[:, :-1]], dim=1)
         return (hidden, history, excitation, memory, clock, residuals), sample, logits
-
 
     def _temperatures(self, temperature: float, voiced: torch.Tensor | None) -> float | torch.Tensor:
         """The sampling temperature of each stream [B] float64 (temperature x voiced_temperature where

@@ -160,10 +160,21 @@ class CheckpointingMixin:
             name: p.default for name, p in inspect.signature(type(self.model).__init__).parameters.items()
             if p.default is not inspect.Parameter.empty
         }  # fmt: skip
-        theirs_full = {**json.loads(json.dumps({k: v for k, v in defaults.items() if k in ours["kwargs"]})), **theirs["kwargs"]}
-        changed = sorted(k for k in set(ours["kwargs"]) | set(theirs_full) if ours["kwargs"].get(k) != theirs_full.get(k))
+        theirs_full = {
+            **json.loads(json.dumps({k: v for k, v in defaults.items() if k in ours["kwargs"]})),
+            **theirs["kwargs"],
+        }
+        changed = sorted(
+            k for k in set(ours["kwargs"]) | set(theirs_full) if ours["kwargs"].get(k) != theirs_full.get(k)
+        )
         for key in changed:
-            log.warning("init_from %s: model.%s %r -> %r (the parameters keep their shapes)", path, key, theirs_full.get(key), ours["kwargs"].get(key))
+            log.warning(
+                "init_from %s: model.%s %r -> %r (the parameters keep their shapes)",
+                path,
+                key,
+                theirs_full.get(key),
+                ours["kwargs"].get(key),
+            )
         self.model.load_state_dict(tensors)
         self.load_extras(checkpoint)
         if self.ema is not None:

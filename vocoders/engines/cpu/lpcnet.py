@@ -403,8 +403,9 @@ class LPCNetCPUEngine(Engine):
                 self.table_phase, voiced, self.ltp_taps, float(np.float32(m.ltp_gain)), float(np.float32(m.ltp_limit)),
                 self.bias_ih, self.w_hh, self.bias_hh,
                 self.o1, self.o1_bias, self.o2, self.o2_bias, self.thresholds, self.decoded, self.upsample,
-                projected, lpc, scale, noise, float(temperature), float(m.voiced_temperature), float(m.sampling_floor), forced, hidden,
-                history, excitation, memory, clock, residuals, samples, logits, begin, min(begin + CHUNK_STEPS, steps),
+                projected, lpc, scale, noise, float(temperature), float(m.voiced_temperature), float(m.sampling_floor),
+                forced, hidden, history, excitation, memory, clock, residuals, samples, logits,
+                begin, min(begin + CHUNK_STEPS, steps),
             )  # fmt: skip
 
 
