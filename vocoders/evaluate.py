@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .checkpoint import add_settings_argument
+from .checkpoint import add_settings_argument, parse_settings
 from .report import SYSTEM_TITLES, plot_mels, plot_summary, safe_name, write_report
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     from . import check_mel, load
     from .audio import write_wav
-    from .checkpoint import parse_settings
     from .data import FeatureCache, load_features
     from .griffinlim import griffin_lim
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .audio import AUDIO_EXTENSIONS, AudioError, read_audio, write_wav
-from .checkpoint import add_settings_argument
+from .checkpoint import add_settings_argument, parse_settings
 
 MEL_EXTENSIONS = (".npy", ".pt")
 INPUT_EXTENSIONS = MEL_EXTENSIONS + AUDIO_EXTENSIONS
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from . import load
-    from .checkpoint import CheckpointError, parse_settings
+    from .checkpoint import CheckpointError
 
     try:
         settings = parse_settings(args.settings)

@@ -12,7 +12,6 @@ the state before the weights, so a `kill -9` at any moment leaves a loadable pai
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -23,7 +22,14 @@ from typing import Any
 import torch
 
 from .. import distributed
-from ..checkpoint import CheckpointError, load_training_state, read_checkpoint, save_checkpoint, save_training_state
+from ..checkpoint import (
+    CheckpointError,
+    load_training_state,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    save_training_state,
+)
 
 log = logging.getLogger("vocoders.training")  # the package's logger, as before it was split into modules
 
@@ -146,36 +152,25 @@ class CheckpointingMixin:
 
         path = resolve(name_or_path)
         checkpoint = read_checkpoint(path)
+        source = model_from_checkpoint(checkpoint)  # its kwargs (defaults filled) and EMA weights, as it loads
         ours = {"model": self.model.name, "kwargs": self.model.kwargs, "mel": self.mel_config.to_dict()}
-        ours = json.loads(json.dumps(ours))  # as the checkpoint's JSON holds it (tuples become lists)
-        theirs = {"model": checkpoint.model_name, "kwargs": checkpoint.model_kwargs, "mel": checkpoint.mel}
-        tensors = checkpoint.extras.get("ema") or checkpoint.tensors
-        shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        same_shapes = shapes == {k: tuple(v.shape) for k, v in tensors.items()}
-        if ours["model"] != theirs["model"] or ours["mel"] != theirs["mel"] or (ours != theirs and not same_shapes):
+        theirs = {"model": source.name, "kwargs": source.kwargs, "mel": source.mel_config.to_dict()}
+        ours, theirs = json.loads(json.dumps(ours)), json.loads(json.dumps(theirs))  # tuples as lists
+        weights, own = source.state_dict(), self.model.state_dict()
+        fits = weights.keys() == own.keys() and all(weights[k].shape == own[k].shape for k in own)
+        if ours["model"] != theirs["model"] or ours["mel"] != theirs["mel"] or not fits:
             differ = ", ".join(k for k in ours if ours[k] != theirs[k])
             raise CheckpointError(f"{path}: trainer.init_from holds a different model ({differ} differ from this run)")
-        # A kwarg the checkpoint predates loads as its default: a change only where ours differs from that.
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self.model).__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty
-        }  # fmt: skip
-        theirs_full = {
-            **json.loads(json.dumps({k: v for k, v in defaults.items() if k in ours["kwargs"]})),
-            **theirs["kwargs"],
-        }
-        changed = sorted(
-            k for k in set(ours["kwargs"]) | set(theirs_full) if ours["kwargs"].get(k) != theirs_full.get(k)
-        )
+        changed = sorted(k for k in ours["kwargs"] if ours["kwargs"][k] != theirs["kwargs"].get(k))
         for key in changed:
             log.warning(
                 "init_from %s: model.%s %r -> %r (the parameters keep their shapes)",
                 path,
                 key,
-                theirs_full.get(key),
-                ours["kwargs"].get(key),
+                theirs["kwargs"].get(key),
+                ours["kwargs"][key],
             )
-        self.model.load_state_dict(tensors)
+        self.model.load_state_dict(weights)
         self.load_extras(checkpoint)
         if self.ema is not None:
             self.ema.reset(self.model)
