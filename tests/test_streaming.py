@@ -37,6 +37,17 @@ def lpcnet():
     return LPCNet(hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16).eval()
 
 
+def lpcnet_pitch():
+    """With the head that reads the mel too, and a long-term predictor: per-frame pitch from the mel."""
+    torch.manual_seed(0)
+    model = LPCNet(hidden_size=24, cond_channels=8, cond_blocks=1, embedding=4, out_hidden=16, pitch_phase=4,
+                   ltp_gain=0.5, period_input="features+mel")  # fmt: skip
+    with torch.no_grad():  # voiced and unvoiced frames both, and lags that change with the mel
+        model.period_input_scale.fill_(0.5)
+        model.period_head[2].bias[-1] += 8.0
+    return model.eval()
+
+
 def subscale(subscale=16, horizon=2, mel=None):
     torch.manual_seed(0)
     sizes = dict(context_channels=4, hidden_size=16, cond_channels=8, cond_blocks=1, out_hidden=24)
@@ -52,6 +63,8 @@ CASES = {
     "wavenet-cpu": (wavenet, "cpu"),
     "lpcnet-reference": (lpcnet, "reference"),
     "lpcnet-cpu": (lpcnet, "cpu"),
+    "lpcnet-pitch-mel-reference": (lpcnet_pitch, "reference"),
+    "lpcnet-pitch-mel-cpu": (lpcnet_pitch, "cpu"),
     "subscale-reference": (subscale, "reference"),
     "subscale-cpu": (subscale, "cpu"),
 }

@@ -85,6 +85,7 @@ from .layers import ConditioningNetwork, FrameUpsampler
 PCM_BITS = 16
 EXCITATION_CLASSES = 256
 LTP_HALF_TAPS = 15  # the long-term predictor's low-pass: 31 taps
+PERIOD_INPUTS = ("features", "features+mel")  # what the period head reads (see LPCNet)
 
 
 def pcm_classes(signal: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,11 @@ class LPCNet(VocoderModel):
         pitch_phase: classes of the pulse-phase input (0 = none; below twice the shortest period).
         pitch_fmin, pitch_fmax: the pitch range in Hz the period head chooses from.
         period_weight: weight of the period head's cross-entropy in the loss.
+        period_input: what the period head reads per frame: "features" (the conditioning features) or
+            "features+mel" (those and the mel frames they are computed from, the cond_kernel frames
+            around the frame, standardised by a shift and scale kept with the weights: the mel keeps
+            more of the harmonics' spacing than 128 features, see `vocoders.training.pitch_head`).
+            Both read nothing the features do not, so streaming waits for no more frames.
         ltp_gain: gain g of the long-term predictor in voiced frames (0 = none; below 1 for a stable comb).
         ltp_cutoff_hz: the low band the long-term predictor repeats.
         ltp_upper_hz, ltp_upper_ratio: a second band, ltp_cutoff_hz..ltp_upper_hz, repeated at
@@ -158,6 +164,7 @@ class LPCNet(VocoderModel):
         pitch_fmin: float = 60.0,
         pitch_fmax: float = 500.0,
         period_weight: float = 0.5,
+        period_input: str = "features",
         ltp_gain: float = 0.0,
         ltp_cutoff_hz: float = 1000.0,
         ltp_upper_hz: float = 0.0,
@@ -199,6 +206,9 @@ class LPCNet(VocoderModel):
         self.pitch_phase = int(pitch_phase)
         self.pitch_fmin, self.pitch_fmax = float(pitch_fmin), float(pitch_fmax)
         self.period_weight = float(period_weight)
+        if period_input not in PERIOD_INPUTS:
+            raise ValueError(f"period_input must be one of {', '.join(PERIOD_INPUTS)}, got {period_input!r}")
+        self.period_input = period_input
         self.periods = PeriodRange(self.sample_rate, self.pitch_fmin, self.pitch_fmax)
         if self.pitch_phase // 2 >= self.periods.min_lag:
             raise ValueError(f"pitch_phase must be below {2 * self.periods.min_lag} (twice the shortest period)")
@@ -249,7 +259,11 @@ class LPCNet(VocoderModel):
         if self.uses_pitch:
             # Lags min_lag..max_lag, and where voicing matters one class more: unvoiced.
             head_classes = self.periods.classes + (1 if self.voicing else 0)
-            self.period_head = nn.Sequential(nn.Linear(cond_channels, 256), nn.ReLU(), nn.Linear(256, head_classes))
+            width = self.period_head_inputs
+            self.period_head = nn.Sequential(nn.Linear(width, 256), nn.ReLU(), nn.Linear(256, head_classes))
+            if self.period_input != "features":  # standardisation of the head's input (set by a refit)
+                self.register_buffer("period_input_shift", torch.zeros(width))
+                self.register_buffer("period_input_scale", torch.ones(width))
         H, inputs = hidden_size, self.embedded_inputs * embedding + cond_channels
         bound = 1.0 / math.sqrt(H)
         self.gru_weight_ih = nn.Parameter(torch.empty(3 * H, inputs).uniform_(-bound, bound))
@@ -279,6 +293,7 @@ class LPCNet(VocoderModel):
             "pitch_fmin": self.pitch_fmin,
             "pitch_fmax": self.pitch_fmax,
             "period_weight": self.period_weight,
+            "period_input": self.period_input,
             "ltp_gain": self.ltp_gain,
             "ltp_cutoff_hz": self.ltp_cutoff_hz,
             "ltp_upper_hz": self.ltp_upper_hz,
@@ -373,15 +388,43 @@ class LPCNet(VocoderModel):
         """Past excitation classes the taps may read: e_{t-1} .. e_{t-R} (0 without taps)."""
         return self.periods.max_lag + self.pitch_taps // 2 if self.pitch_taps else 0
 
-    def period_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Frame features [B, F, D] -> logits [B, F, classes (+ 1)]: the lags min_lag..max_lag (and unvoiced)."""
-        return self.period_head(features)
+    @property
+    def period_head_inputs(self) -> int:
+        """Width of the period head's input per frame."""
+        if self.period_input == "features":
+            return self.cond_channels
+        return self.cond_channels + self.n_mels * (2 * self.cond_net.context + 1)
 
-    def predicted_pitch(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(period [B, F] int64, voiced [B, F] bool) the head gives for frame features [B, F, D]: the most
-        likely lag, and voiced where the head's probability of unvoiced is below `voicing_threshold`
-        (always voiced without `voicing`)."""
-        return self._pitch_from_logits(self.period_logits(features))
+    def period_head_input(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's input [B, R, period_head_inputs] for R conditioning rows.
+
+        features: [B, R, D], the conditioning network's output; mel: [B, n_mels, R + 2 * cond context],
+        the mel it was computed from (needed with period_input "features+mel": row j reads mel frames
+        j .. j + cond_kernel - 1, the frames its features read, band-fastest).
+        """
+        if self.period_input == "features":
+            return features
+        if mel is None:
+            raise ValueError('period_input "features+mel" needs the mel the features came from')
+        window = 2 * self.cond_net.context + 1
+        if mel.shape[-1] != features.shape[1] + window - 1:
+            raise ValueError(f"mel has {mel.shape[-1]} frames, {features.shape[1] + window - 1} expected")
+        frames = mel.unfold(-1, window, 1).permute(0, 2, 3, 1).flatten(2)  # [B, R, window * n_mels]
+        joined = torch.cat([features, frames.to(features.dtype)], dim=-1)
+        return (joined - self.period_input_shift) / self.period_input_scale
+
+    def period_logits(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame features [B, R, D] (and their mel, see `period_head_input`) -> logits [B, R, classes (+ 1)]:
+        the lags min_lag..max_lag (and unvoiced)."""
+        return self.period_head(self.period_head_input(features, mel))
+
+    def predicted_pitch(
+        self, features: torch.Tensor, mel: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(period [B, R] int64, voiced [B, R] bool) the head gives for frame features [B, R, D] (and
+        their mel): the most likely lag, and voiced where the head's probability of unvoiced is below
+        `voicing_threshold` (always voiced without `voicing`)."""
+        return self._pitch_from_logits(self.period_logits(features, mel))
 
     def _pitch_from_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`predicted_pitch` from the head's logits [B, F, classes (+ 1)]."""
@@ -406,7 +449,7 @@ class LPCNet(VocoderModel):
             )
             parts = [features, lpc.to(features.dtype)]
             if self.uses_pitch:
-                period, voiced = self.predicted_pitch(features)
+                period, voiced = self.predicted_pitch(features, mel)
                 parts.append(period.unsqueeze(-1).to(features.dtype))
                 if self.voicing:
                     parts.append(voiced.unsqueeze(-1).to(features.dtype))
@@ -609,8 +652,8 @@ class LPCNet(VocoderModel):
         if not self.uses_pitch:
             return loss, {}
         u, frames = self.upsampler.context, periods.shape[1]
-        features = frame_cond[:, u : u + frames, : self.cond_channels]  # the head's input, with gradient
-        head = self.period_logits(features).float()
+        features = frame_cond[..., : self.cond_channels]  # the head's input, with gradient
+        head = self.period_logits(features, mel)[:, u : u + frames].float()
         target = self._period_targets(periods, voiced)
         per_frame = -(target * F.log_softmax(head, dim=-1)).sum(-1)
         weight = (complete.float() if self.voicing else voiced.float()) * complete.float()
