@@ -19,3 +19,14 @@ def test_steps_before_follows_the_init_from_chain(tmp_path, tiny_wavernn):
     assert steps_before({"path": str(second), "step": 1000, "total_steps": 1200}) == 1200  # recorded totals win
     assert steps_before({"path": str(tmp_path / "gone.safetensors"), "step": 7}) == 7  # the file is not at hand
     assert steps_before({}) == 0
+
+
+def test_the_card_states_a_pitch_refit_and_nothing_without_one():
+    from ship_pretrained import pitch_refit_lines
+
+    assert pitch_refit_lines(None) == []
+    side = {"within_50_cents": 0.7, "octave_errors": 0.0146, "vuv_agreement": 0.7137}
+    record = {"period_input": "features+mel", "epochs": 4, "train_frames": 149326, "valid_frames": 9179,
+              "valid_before": side, "valid_after": {**side, "vuv_agreement": 0.8262}}  # fmt: skip
+    (line,) = pitch_refit_lines(record)
+    assert "--input features+mel --epochs 4" in line and "149,326" in line and "71.4% -> 82.6%" in line

@@ -47,6 +47,21 @@ def steps_before(source: dict) -> int:
     return int(source.get("step", 0)) + (steps_before(earlier) if earlier else 0)
 
 
+def pitch_refit_lines(record: dict | None) -> list[str]:
+    """The card's line on a period head refit by `python -m vocoders.refit_pitch` (none without one)."""
+    if not record:
+        return []
+    before, after = record["valid_before"], record["valid_after"]
+    return [
+        f"- pitch head: refit with `python -m vocoders.refit_pitch --input {record['period_input']} "
+        f"--epochs {record['epochs']}` on {record['train_frames']:,} training frames against the evaluation's "
+        f"pitch tracker; on {record['valid_frames']:,} valid frames, voicing agreement "
+        f"{before['vuv_agreement']:.1%} -> {after['vuv_agreement']:.1%}, within 50 cents "
+        f"{before['within_50_cents']:.1%} -> {after['within_50_cents']:.1%}, octave errors "
+        f"{before['octave_errors']:.1%} -> {after['octave_errors']:.1%}"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
@@ -63,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{args.name}.safetensors"
-    meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity", "init_from")}
+    kept = ("recipe", "data", "sparsity", "init_from", "pitch_refit")
+    meta = {k: v for k, v in checkpoint.meta.items() if k in kept}
     # A run started with trainer.init_from continues another's training: count the steps of both.
     before = steps_before(checkpoint.meta.get("init_from") or {})
     steps = before + checkpoint.step
@@ -91,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f", {args.cpu_hours:.2f} CPU hours (wall time x cores), weights are the EMA",
         f"- command: `{args.command}`",
+        *pitch_refit_lines(checkpoint.meta.get("pitch_refit")),
         f"- licence: {LICENCE}",
         "",
         "## Copy synthesis on held-out utterances",
