@@ -107,6 +107,9 @@ def test_the_cli_refits_the_head_and_keeps_every_other_weight(tmp_path, sample_d
         if not name.startswith("period_"):
             assert torch.equal(tensor, original[name]), name
     assert refit.tensors["period_head.0.weight"].shape[1] == 8 + 80 * 5
+    again = tmp_path / "again.safetensors"  # the same seed gives the same head
+    assert _refit(src, sample_dir, "-o", again, "--epochs", "3", "--cache-dir", tmp_path / "cache").returncode == 0
+    assert all(torch.equal(t, read_checkpoint(again).tensors[k]) for k, t in refit.tensors.items())
 
     import vocoders
 

@@ -30,3 +30,12 @@ def test_the_card_states_a_pitch_refit_and_nothing_without_one():
               "valid_before": side, "valid_after": {**side, "vuv_agreement": 0.8262}}  # fmt: skip
     (line,) = pitch_refit_lines(record)
     assert "--input features+mel --epochs 4" in line and "149,326" in line and "71.4% -> 82.6%" in line
+
+
+def test_a_shipped_model_records_its_total_and_no_chain_to_count_twice(tmp_path, tiny_wavernn):
+    from ship_pretrained import total_steps
+
+    first = save_checkpoint(tmp_path / "first.safetensors", tiny_wavernn, 3500)
+    run = {"step": 1000, "init_from": {"path": str(first), "step": 3500, "total_steps": 3500}}
+    assert total_steps(run) == 4500
+    assert total_steps({"step": 4500, "total_steps": 4500, "init_from": {"step": 1000}}) == 4500  # shipped

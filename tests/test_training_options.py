@@ -190,3 +190,15 @@ def test_init_from_accepts_changed_kwargs_that_keep_every_parameter(tmp_path):
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in average.items())
     assert trainer.model.kwargs["preemphasis"] == 0.5
     assert trainer.init_source["changed"] == ["preemphasis"]
+
+
+def test_init_from_a_shipped_model_counts_its_recorded_total_once(tmp_path):
+    from vocoders.checkpoint import model_from_checkpoint, save_checkpoint
+
+    source = train(tiny_cfg(tmp_path / "a", "trainer.max_steps=1"))
+    model = model_from_checkpoint(read_checkpoint(source.checkpoint))
+    # As tools/ship_pretrained.py writes it: the step is the total; a stale chain must not add to it.
+    shipped = save_checkpoint(tmp_path / "shipped.safetensors", model, 9, total_steps=9, init_from={"step": 5})
+    trainer = Trainer(tiny_cfg(tmp_path / "b", f"trainer.init_from={shipped}"))
+    trainer.maybe_resume()
+    assert trainer.init_source["step"] == 9 and trainer.init_source["total_steps"] == 9

@@ -47,6 +47,14 @@ def steps_before(source: dict) -> int:
     return int(source.get("step", 0)) + (steps_before(earlier) if earlier else 0)
 
 
+def total_steps(meta: dict) -> int:
+    """Training steps behind a checkpoint's weights: its recorded total (a shipped model, or a refit of
+    one), else its step plus the steps behind its init_from source."""
+    if meta.get("total_steps"):
+        return int(meta["total_steps"])
+    return int(meta.get("step", 0)) + steps_before(meta.get("init_from") or {})
+
+
 def pitch_refit_lines(record: dict | None) -> list[str]:
     """The card's line on a period head refit by `python -m vocoders.refit_pitch` (none without one)."""
     if not record:
@@ -78,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     folder = pretrained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{args.name}.safetensors"
-    kept = ("recipe", "data", "sparsity", "init_from", "pitch_refit")
-    meta = {k: v for k, v in checkpoint.meta.items() if k in kept}
-    # A run started with trainer.init_from continues another's training: count the steps of both.
-    before = steps_before(checkpoint.meta.get("init_from") or {})
-    steps = before + checkpoint.step
-    save_checkpoint(target, model, steps, **meta)
+    meta = {k: v for k, v in checkpoint.meta.items() if k in ("recipe", "data", "sparsity", "pitch_refit")}
+    # A run started with trainer.init_from continues another's training: count the steps of both. The
+    # shipped file's step is that total, recorded as such, and it carries no init_from (a run started
+    # from it would count the chain twice).
+    steps = total_steps(checkpoint.meta)
+    before = steps - checkpoint.step
+    save_checkpoint(target, model, steps, total_steps=steps, **meta)
     target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)
     if target.stat().st_size > MAX_BYTES:
         target.unlink()

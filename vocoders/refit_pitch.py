@@ -57,6 +57,7 @@ def refit(args: argparse.Namespace) -> dict:
 
     checkpoint = read_checkpoint(args.checkpoint)
     source = model_from_checkpoint(checkpoint, use_ema=not args.no_ema).eval()
+    torch.manual_seed(args.seed)  # the new head's initial weights
     try:
         model = with_period_input(source, args.input)
     except ValueError as exc:
@@ -70,7 +71,6 @@ def refit(args: argparse.Namespace) -> dict:
         if not features:
             raise ManifestError(f"{args.data}: no usable utterances in split {name!r}")
         splits[name] = features
-    torch.manual_seed(args.seed)
     train, valid = head_frames(model, splits["train"]), head_frames(model, splits["valid"])
     before = head_agreement(source, head_frames(source, splits["valid"]), standardised=False)
     losses = fit_period_head(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed)

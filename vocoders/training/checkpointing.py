@@ -174,9 +174,12 @@ class CheckpointingMixin:
         self.load_extras(checkpoint)
         if self.ema is not None:
             self.ema.reset(self.model)
-        # Steps behind the source's weights, its own init_from chain included.
+        # Steps behind the source's weights, its own init_from chain included; a shipped model
+        # records its total instead (its step is that total already).
         chain = checkpoint.meta.get("init_from") or {}
-        total = checkpoint.step + int(chain.get("total_steps", chain.get("step", 0)))
+        total = int(
+            checkpoint.meta.get("total_steps") or checkpoint.step + int(chain.get("total_steps", chain.get("step", 0)))
+        )
         self.init_source = {"path": str(path), "step": checkpoint.step, "total_steps": total}
         if changed:
             self.init_source["changed"] = changed
