@@ -33,9 +33,13 @@ def test_the_card_states_a_pitch_refit_and_nothing_without_one():
 
 
 def test_a_shipped_model_records_its_total_and_no_chain_to_count_twice(tmp_path, tiny_wavernn):
-    from ship_pretrained import total_steps
+    from ship_pretrained import steps_before
+
+    from vocoders.checkpoint import total_steps
 
     first = save_checkpoint(tmp_path / "first.safetensors", tiny_wavernn, 3500)
     run = {"step": 1000, "init_from": {"path": str(first), "step": 3500, "total_steps": 3500}}
-    assert total_steps(run) == 4500
-    assert total_steps({"step": 4500, "total_steps": 4500, "init_from": {"step": 1000}}) == 4500  # shipped
+    assert total_steps(run, steps_before) == 4500
+    assert (
+        total_steps({"step": 4500, "total_steps": 4500, "init_from": {"step": 1000}}, steps_before) == 4500
+    )  # shipped

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from vocoders.audio import read_audio  # noqa: E402
 from vocoders.data import find_utterances  # noqa: E402
-from vocoders.metrics import f0_track  # noqa: E402
+from vocoders.metrics import frame_f0  # noqa: E402
 from vocoders.pitch import PeriodRange, frame_periods, voiced_frames  # noqa: E402
 
 HOP = 256
@@ -36,9 +36,7 @@ def frame_agreement(audio: np.ndarray, sample_rate: int, thresholds: list[float]
     frames = len(audio) // HOP
     x = torch.from_numpy(audio[: frames * HOP].astype(np.float32)).unsqueeze(0)
     period, correlation, _ = frame_periods(x, HOP, PeriodRange(sample_rate))
-    f0, _ = f0_track(audio[: frames * HOP].astype(np.float64), sample_rate, frame_period_ms=5.0)
-    centre_ms = (np.arange(frames) * HOP + HOP / 2) / sample_rate * 1000.0  # the tracker's window centre
-    reference = f0[np.clip(np.round(centre_ms / 5.0).astype(int), 0, len(f0) - 1)]
+    reference = frame_f0(audio, sample_rate, HOP)  # at the tracker's window centres
     out = {}
     for threshold in thresholds:
         voiced = voiced_frames(correlation, x, HOP, threshold)[0].numpy()

@@ -24,6 +24,7 @@ from vocoders.checkpoint import (  # noqa: E402
     parse_settings,
     read_checkpoint,
     save_checkpoint,
+    total_steps,
 )
 from vocoders.pretrained import pretrained_dir  # noqa: E402
 from vocoders.report import markdown  # noqa: E402
@@ -45,14 +46,6 @@ def steps_before(source: dict) -> int:
     path = Path(source.get("path", ""))
     earlier = read_checkpoint(path).meta.get("init_from") if path.is_file() else None
     return int(source.get("step", 0)) + (steps_before(earlier) if earlier else 0)
-
-
-def total_steps(meta: dict) -> int:
-    """Training steps behind a checkpoint's weights: its recorded total (a shipped model, or a refit of
-    one), else its step plus the steps behind its init_from source."""
-    if meta.get("total_steps"):
-        return int(meta["total_steps"])
-    return int(meta.get("step", 0)) + steps_before(meta.get("init_from") or {})
 
 
 def pitch_refit_lines(record: dict | None) -> list[str]:
@@ -90,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     # A run started with trainer.init_from continues another's training: count the steps of both. The
     # shipped file's step is that total, recorded as such, and it carries no init_from (a run started
     # from it would count the chain twice).
-    steps = total_steps(checkpoint.meta)
+    steps = total_steps(checkpoint.meta, steps_before)  # older sources: their files
     before = steps - checkpoint.step
     save_checkpoint(target, model, steps, total_steps=steps, **meta)
     target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)

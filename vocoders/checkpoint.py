@@ -106,6 +106,17 @@ def checkpoint_metadata(model, step: int, **extra: Any) -> dict[str, Any]:
     return meta
 
 
+def total_steps(meta: dict[str, Any], steps_before: Callable[[dict[str, Any]], int] | None = None) -> int:
+    """Training steps behind a checkpoint's weights (its metadata `meta`): the total it records (a
+    shipped model, whose step is that total), else its step plus the steps behind its init_from
+    source, `steps_before(source record)` (default: the total the record carries, else its step)."""
+    if meta.get("total_steps"):
+        return int(meta["total_steps"])
+    source = meta.get("init_from") or {}
+    before = steps_before(source) if steps_before else int(source.get("total_steps", source.get("step", 0)))
+    return int(meta.get("step", 0)) + before
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model,

@@ -160,6 +160,14 @@ def f0_track(audio: np.ndarray, sample_rate: int, frame_period_ms: float = 5.0) 
     return np.where(voiced, np.nan_to_num(f0), 0.0), "librosa-pyin"
 
 
+def frame_f0(audio: np.ndarray, sample_rate: int, hop: int, frame_period_ms: float = 5.0) -> np.ndarray:
+    """F0 in Hz (0 = unvoiced) [F] of audio [F * hop] from `f0_track`, read at each hop-sized frame's centre."""
+    frames = len(audio) // hop
+    f0, _ = f0_track(np.asarray(audio[: frames * hop], dtype=np.float64), sample_rate, frame_period_ms)
+    centre_ms = (np.arange(frames) * hop + hop / 2) / sample_rate * 1000.0
+    return f0[np.clip(np.round(centre_ms / frame_period_ms).astype(int), 0, len(f0) - 1)]
+
+
 def f0_metrics(reference: np.ndarray, test: np.ndarray, sample_rate: int) -> dict[str, float]:
     """{"f0_rmse_cents": RMSE on frames voiced in both (NaN if none), "vuv_error": fraction of frames}."""
     reference, test = _check_pair(reference, test)

@@ -17,8 +17,6 @@ from pathlib import Path
 
 from .errors import AudioError, CheckpointError, ManifestError
 
-CORE_METADATA = ("format", "format_version", "package_version", "model", "model_kwargs", "mel", "step")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from .models.lpcnet import PERIOD_INPUTS
@@ -50,10 +48,17 @@ def refit(args: argparse.Namespace) -> dict:
     """Run the refit the arguments describe; returns its record (also stored in the output's metadata)."""
     import torch
 
-    from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+    from .checkpoint import checkpoint_metadata, model_from_checkpoint, read_checkpoint, save_checkpoint
     from .data import FeatureCache, find_utterances, load_features
     from .features import MelConfig
-    from .training.pitch_head import fit_period_head, head_agreement, head_frames, with_period_input
+    from .training.pitch_head import (
+        HeadFrames,
+        fit_period_head,
+        head_agreement,
+        head_frames,
+        head_inputs,
+        with_period_input,
+    )
 
     checkpoint = read_checkpoint(args.checkpoint)
     source = model_from_checkpoint(checkpoint, use_ema=not args.no_ema).eval()
@@ -72,9 +77,10 @@ def refit(args: argparse.Namespace) -> dict:
             raise ManifestError(f"{args.data}: no usable utterances in split {name!r}")
         splits[name] = features
     train, valid = head_frames(model, splits["train"]), head_frames(model, splits["valid"])
-    before = head_agreement(source, head_frames(source, splits["valid"]), standardised=False)
+    # The source head on the same frames and reference (the tracker runs once per utterance).
+    before = head_agreement(source, HeadFrames(head_inputs(source, splits["valid"]), valid.period, valid.voiced))
     losses = fit_period_head(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    after = head_agreement(model, valid, standardised=False)
+    after = head_agreement(model, valid)
     record = {
         "source": str(args.checkpoint),
         "period_input": args.input,
@@ -86,7 +92,8 @@ def refit(args: argparse.Namespace) -> dict:
         "valid_before": before,
         "valid_after": after,
     }
-    extra = {k: v for k, v in checkpoint.meta.items() if k not in CORE_METADATA and k != "pitch_refit"}
+    written = set(checkpoint_metadata(model, checkpoint.step)) | {"pitch_refit"}  # what save_checkpoint writes
+    extra = {k: v for k, v in checkpoint.meta.items() if k not in written}
     save_checkpoint(args.output, model, checkpoint.step, **extra, pitch_refit=record)
     return record
 

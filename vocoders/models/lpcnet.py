@@ -395,8 +395,8 @@ class LPCNet(VocoderModel):
             return self.cond_channels
         return self.cond_channels + self.n_mels * (2 * self.cond_net.context + 1)
 
-    def period_head_input(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
-        """The head's input [B, R, period_head_inputs] for R conditioning rows.
+    def period_head_features(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """What the head reads [B, R, period_head_inputs] for R conditioning rows, before standardisation.
 
         features: [B, R, D], the conditioning network's output; mel: [B, n_mels, R + 2 * cond context],
         the mel it was computed from (needed with period_input "features+mel": row j reads mel frames
@@ -410,8 +410,17 @@ class LPCNet(VocoderModel):
         if mel.shape[-1] != features.shape[1] + window - 1:
             raise ValueError(f"mel has {mel.shape[-1]} frames, {features.shape[1] + window - 1} expected")
         frames = mel.unfold(-1, window, 1).permute(0, 2, 3, 1).flatten(2)  # [B, R, window * n_mels]
-        joined = torch.cat([features, frames.to(features.dtype)], dim=-1)
-        return (joined - self.period_input_shift) / self.period_input_scale
+        return torch.cat([features, frames.to(features.dtype)], dim=-1)
+
+    def standardise_period_input(self, raw: torch.Tensor) -> torch.Tensor:
+        """`period_head_features` [.., W] -> the head's input, by the shift and scale a refit sets."""
+        if self.period_input == "features":
+            return raw
+        return (raw - self.period_input_shift) / self.period_input_scale
+
+    def period_head_input(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's input [B, R, period_head_inputs]: `period_head_features`, standardised."""
+        return self.standardise_period_input(self.period_head_features(features, mel))
 
     def period_logits(self, features: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
         """Frame features [B, R, D] (and their mel, see `period_head_input`) -> logits [B, R, classes (+ 1)]:

@@ -29,6 +29,7 @@ from ..checkpoint import (
     read_checkpoint,
     save_checkpoint,
     save_training_state,
+    total_steps,
 )
 
 log = logging.getLogger("vocoders.training")  # the package's logger, as before it was split into modules
@@ -174,12 +175,7 @@ class CheckpointingMixin:
         self.load_extras(checkpoint)
         if self.ema is not None:
             self.ema.reset(self.model)
-        # Steps behind the source's weights, its own init_from chain included; a shipped model
-        # records its total instead (its step is that total already).
-        chain = checkpoint.meta.get("init_from") or {}
-        total = int(
-            checkpoint.meta.get("total_steps") or checkpoint.step + int(chain.get("total_steps", chain.get("step", 0)))
-        )
+        total = total_steps(checkpoint.meta)  # the source's own init_from chain included
         self.init_source = {"path": str(path), "step": checkpoint.step, "total_steps": total}
         if changed:
             self.init_source["changed"] = changed

@@ -45,44 +45,45 @@ class HeadFrames:
 
 
 def reference_pitch(audio: np.ndarray, sample_rate: int, hop: int, periods: PeriodRange) -> tuple[np.ndarray, ...]:
-    """(period [F] int64, voiced [F] bool) for audio [F * hop] from `vocoders.metrics.f0_track`, read at
-    each frame's centre; a frame is voiced where the tracker says so with a lag inside the head's range."""
-    from ..metrics import f0_track
+    """(period [F] int64, voiced [F] bool) for audio [F * hop] from `vocoders.metrics.frame_f0`; a frame
+    is voiced where the tracker says so with a lag inside the head's range."""
+    from ..metrics import frame_f0
 
-    frames = len(audio) // hop
-    f0, _ = f0_track(np.asarray(audio[: frames * hop], dtype=np.float64), sample_rate, TRACKER_FRAME_MS)
-    centre_ms = (np.arange(frames) * hop + hop / 2) / sample_rate * 1000.0
-    f0 = f0[np.clip(np.round(centre_ms / TRACKER_FRAME_MS).astype(int), 0, len(f0) - 1)]
+    f0 = frame_f0(audio, sample_rate, hop, TRACKER_FRAME_MS)
     lag = np.round(sample_rate / np.maximum(f0, 1.0)).astype(np.int64)
     voiced = (f0 > 0) & (lag >= periods.min_lag) & (lag <= periods.max_lag)
     return np.clip(lag, periods.min_lag, periods.max_lag), voiced
 
 
 @torch.no_grad()
-def head_frames(model, features: list[Features]) -> HeadFrames:
-    """The head's inputs and reference pitch for every frame of `features` (model: an LPCNet; its
-    period_input shift and scale must be the identity while collecting)."""
-    inputs, period, voiced = [], [], []
-    u = model.upsample_context
+def head_inputs(model, features: list[Features]) -> torch.Tensor:
+    """What the head of `model` (an LPCNet) reads [N, W], unstandardised, for every frame of `features`."""
+    inputs, u = [], model.upsample_context
     for feats in features:
         mel = model.pad_mel(torch.from_numpy(np.array(feats.mel, dtype=np.float32)).unsqueeze(0))
         rows = model.cond_net(mel)  # [1, F + 2u, D]: row j read mel frames j .. j + 2 * cond context
-        x = model.period_head_input(rows, mel)
-        inputs.append(x[0, u : u + feats.frames].float())
+        inputs.append(model.period_head_features(rows, mel)[0, u : u + feats.frames].float())
+    return torch.cat(inputs)
+
+
+def head_frames(model, features: list[Features]) -> HeadFrames:
+    """The head's inputs and the reference pitch for every frame of `features`."""
+    period, voiced = [], []
+    for feats in features:
         lag, on = reference_pitch(feats.audio.astype(np.float64) / 32768.0, model.sample_rate, model.hop_length,
                                   model.periods)  # fmt: skip
         period.append(torch.from_numpy(lag))
         voiced.append(torch.from_numpy(on))
-    return HeadFrames(torch.cat(inputs), torch.cat(period), torch.cat(voiced))
+    return HeadFrames(head_inputs(model, features), torch.cat(period), torch.cat(voiced))
 
 
-def head_agreement(model, frames: HeadFrames, standardised: bool = True) -> dict[str, float]:
+def head_agreement(model, frames: HeadFrames) -> dict[str, float]:
     """How the head's pitch agrees with the reference on `frames`: the share of frames voiced in both
     within 50 cents, beyond 600 cents (octave errors), the share whose voicing agrees, and the shares
     each calls voiced."""
-    x = frames.inputs if standardised else _standardise(model, frames.inputs)
     with torch.no_grad():
-        period, voiced = model._pitch_from_logits(model.period_head(x).unsqueeze(0))
+        logits = model.period_head(model.standardise_period_input(frames.inputs))
+        period, voiced = model._pitch_from_logits(logits.unsqueeze(0))
     period, voiced = period[0], voiced[0]
     both = voiced & frames.voiced
     cents = 1200.0 * torch.log2(period[both].float() / frames.period[both].float()).abs()
@@ -96,12 +97,6 @@ def head_agreement(model, frames: HeadFrames, standardised: bool = True) -> dict
     }
 
 
-def _standardise(model, inputs: torch.Tensor) -> torch.Tensor:
-    if model.period_input == "features":
-        return inputs
-    return (inputs - model.period_input_shift) / model.period_input_scale
-
-
 def fit_period_head(
     model, train: HeadFrames, epochs: int = 20, lr: float = 1e-3, batch: int = 1024, seed: int = 0
 ) -> list[float]:
@@ -112,7 +107,7 @@ def fit_period_head(
     if model.period_input != "features":
         model.period_input_shift.copy_(train.inputs.mean(0))
         model.period_input_scale.copy_(train.inputs.std(0).clamp_min(1e-3))
-    x = _standardise(model, train.inputs)
+    x = model.standardise_period_input(train.inputs)
     target = model._period_targets(train.period.unsqueeze(0), train.voiced.unsqueeze(0))[0]
     if not model.voicing:  # a head without the unvoiced class learns the lag of voiced frames only
         keep = train.voiced
