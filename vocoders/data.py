@@ -19,6 +19,7 @@ changed mel definition builds a new cache; a changed file (size or mtime) is rec
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import os
@@ -37,6 +38,7 @@ from .features import MelConfig, MelSpectrogram
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+F0_FRAME_MS = 5.0  # the reference tracker's frame period (that of `vocoders.evaluate`)
 SILENCE_PEAK = 1e-3  # -60 dBFS
 
 
@@ -52,11 +54,14 @@ class Utterance:
 
 @dataclass
 class Features:
-    """Cached features of one utterance: audio [frames * hop] int16, mel [n_mels, frames] float32."""
+    """Cached features of one utterance: audio [frames * hop] int16, mel [n_mels, frames] float32, and
+    where a model trains against it, the reference tracker's F0 in Hz at each frame's centre
+    f0 [frames] float32 (0 = unvoiced; `FeatureCache.with_f0`)."""
 
     utterance: Utterance
     audio: np.ndarray
     mel: np.ndarray
+    f0: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -201,6 +206,33 @@ class FeatureCache:
             os.replace(tmp, file)
         return Features(utt, audio, mel)
 
+    def with_f0(self, feats: Features) -> Features:
+        """`feats` with the reference tracker's per-frame F0 (`vocoders.metrics.frame_f0`, the tracker
+        `vocoders.evaluate` scores F0 and V/UV with), computed once per utterance and cached beside it."""
+        from .metrics import frame_f0
+
+        try:
+            key = self._key(feats.utterance)
+        except OSError:
+            raise AudioError(f"{feats.utterance.audio_path}: cannot read audio (no such file)") from None
+        file = self.root / f"{key}.f0-{F0_FRAME_MS:g}ms.npy"
+        if file.is_file():
+            try:
+                f0 = np.load(file)
+                if f0.shape == (feats.frames,):
+                    return dataclasses.replace(feats, f0=f0)
+            except (OSError, ValueError):
+                pass
+            log.warning("cache entry %s is corrupt; recomputing", file)
+        audio = np.asarray(feats.audio, dtype=np.float64) / 32768.0
+        f0 = frame_f0(audio, self.config.sample_rate, self.config.hop_length, F0_FRAME_MS).astype(np.float32)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, f0)
+        os.replace(tmp, file)
+        return dataclasses.replace(feats, f0=f0)
+
     def _compute(self, utt: Utterance) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
         audio, rate = read_audio(utt.audio_path)
@@ -291,7 +323,8 @@ def mel_window(mel: np.ndarray, start: int, stop: int) -> np.ndarray:
 class SegmentDataset(Dataset):
     """Random hop-aligned segments, one per utterance per epoch.
 
-    item -> (mel [n_mels, segment_frames + 2 * context] float32, audio [segment_frames * hop] float32)
+    item -> (mel [n_mels, segment_frames + 2 * context] float32, audio [segment_frames * hop] float32),
+    and f0 [segment_frames] float32 (Hz, 0 beyond the utterance) when every utterance has one.
     """
 
     def __init__(self, features: list[Features], segment_frames: int, context: int, hop: int) -> None:
@@ -301,20 +334,26 @@ class SegmentDataset(Dataset):
         self.segment_frames = segment_frames
         self.context = context
         self.hop = hop
+        self.with_f0 = all(f.f0 is not None for f in features)
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         feats = self.features[index]
         spare = max(0, feats.frames - self.segment_frames)
         start = int(torch.randint(0, spare + 1, ()).item())
         return self.segment(feats, start)
 
-    def segment(self, feats: Features, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def segment(self, feats: Features, start: int) -> tuple[torch.Tensor, ...]:
         stop = start + self.segment_frames
         mel = mel_window(feats.mel, start - self.context, stop + self.context)
         audio = np.zeros(self.segment_frames * self.hop, dtype=np.float32)
         piece = np.asarray(feats.audio[start * self.hop : stop * self.hop], dtype=np.float32) / 32768.0
         audio[: len(piece)] = piece  # utterances shorter than a segment are zero-padded
-        return torch.from_numpy(mel), torch.from_numpy(audio)
+        if not self.with_f0:
+            return torch.from_numpy(mel), torch.from_numpy(audio)
+        f0 = np.zeros(self.segment_frames, dtype=np.float32)
+        known = np.asarray(feats.f0[start:stop], dtype=np.float32)
+        f0[: len(known)] = known  # the zero padding is unvoiced
+        return torch.from_numpy(mel), torch.from_numpy(audio), torch.from_numpy(f0)

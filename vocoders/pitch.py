@@ -48,6 +48,14 @@ class PeriodRange:
         return self.max_lag - self.min_lag + 1
 
 
+def periods_from_f0(f0: torch.Tensor, lags: PeriodRange) -> tuple[torch.Tensor, torch.Tensor]:
+    """(period [..] int64 in [min_lag, max_lag], voiced [..] bool) from F0 in Hz [..] (0 = unvoiced): the
+    nearest whole lag, voiced where the F0 is positive and its lag inside the range."""
+    lag = torch.round(lags.sample_rate / f0.double().clamp_min(1.0)).long()
+    voiced = (f0 > 0) & (lag >= lags.min_lag) & (lag <= lags.max_lag)
+    return lag.clamp(lags.min_lag, lags.max_lag), voiced
+
+
 def frame_periods(
     audio: torch.Tensor, hop: int, lags: PeriodRange, short_lag_bias: float = 0.05
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -158,6 +158,12 @@ class VocoderModel(nn.Module, ABC):
         Returns (scalar loss, named parts for logging).
         """
 
+    @property
+    def reads_f0(self) -> bool:
+        """Whether `loss` takes a third argument, the reference tracker's F0 per frame [B, frames] in Hz
+        (0 = unvoiced), which the data pipeline then supplies (`vocoders.data.FeatureCache.with_f0`)."""
+        return False
+
     # ---- inference -------------------------------------------------------------------------
     def pad_mel(self, mel: torch.Tensor) -> torch.Tensor:
         """Edge-pad a full utterance's mel [B, n_mels, F] -> [B, n_mels, F + 2 * mel_context]."""

@@ -23,7 +23,8 @@ to learn. The GRU then also reads embeddings of the K excitation classes around 
 
     x_t += [E_k e_{t-T+k}  for k in -(K-1)/2 .. (K-1)/2]
 
-with T the frame's period. Training takes T from the true audio (`vocoders.pitch.frame_periods`)
+with T the frame's period. Training takes T from the true audio (`vocoders.pitch.frame_periods`, or with
+`pitch_target="reference"` the evaluation's tracker on the whole utterance, from the data pipeline)
 and teaches a period head on the conditioning features to predict it (cross-entropy over the lags,
 targets smoothed over +-25 cents, on voiced frames); generation uses the head's most likely lag,
 carried as a conditioning channel after the predictor (repeated over the frame, like it).
@@ -77,7 +78,15 @@ from ..audio import (
 )
 from ..features import MelConfig
 from ..lpc import long_term_predict, long_term_step, lowpass_taps, lpc_from_mel, predict, predict_step
-from ..pitch import PeriodRange, cycle_classes, frame_periods, free_running_phases, pulse_phases, voiced_frames
+from ..pitch import (
+    PeriodRange,
+    cycle_classes,
+    frame_periods,
+    free_running_phases,
+    periods_from_f0,
+    pulse_phases,
+    voiced_frames,
+)
 from ..sampling import sample_categorical
 from .base import StepCost, VocoderModel
 from .layers import ConditioningNetwork, FrameUpsampler
@@ -86,6 +95,7 @@ PCM_BITS = 16
 EXCITATION_CLASSES = 256
 LTP_HALF_TAPS = 15  # the long-term predictor's low-pass: 31 taps
 PERIOD_INPUTS = ("features", "features+mel")  # what the period head reads (see LPCNet)
+PITCH_TARGETS = ("tracker", "reference")  # where training takes the true pitch (see LPCNet)
 
 
 def pcm_classes(signal: torch.Tensor) -> torch.Tensor:
@@ -128,6 +138,12 @@ class LPCNet(VocoderModel):
             around the frame, standardised by a shift and scale kept with the weights: the mel keeps
             more of the harmonics' spacing than 128 features, see `vocoders.training.pitch_head`).
             Both read nothing the features do not, so streaming waits for no more frames.
+        pitch_target: where training takes the true period and voicing (for the long-term predictor,
+            the pulse clock and the head's targets): "tracker", `vocoders.pitch.frame_periods` of
+            each training segment; or "reference", the F0 of `vocoders.metrics.frame_f0` (pyworld's
+            DIO + StoneMask, the tracker the evaluation scores F0 and V/UV with) of the whole
+            utterance, which the data pipeline caches and `loss` takes as its third argument. The
+            two trackers agree on voicing in about 68% of cs-male-22k's frames (`tools/pitch_agreement.py`).
         ltp_gain: gain g of the long-term predictor in voiced frames (0 = none; below 1 for a stable comb).
         ltp_cutoff_hz: the low band the long-term predictor repeats.
         ltp_upper_hz, ltp_upper_ratio: a second band, ltp_cutoff_hz..ltp_upper_hz, repeated at
@@ -165,6 +181,7 @@ class LPCNet(VocoderModel):
         pitch_fmax: float = 500.0,
         period_weight: float = 0.5,
         period_input: str = "features",
+        pitch_target: str = "tracker",
         ltp_gain: float = 0.0,
         ltp_cutoff_hz: float = 1000.0,
         ltp_upper_hz: float = 0.0,
@@ -209,6 +226,9 @@ class LPCNet(VocoderModel):
         if period_input not in PERIOD_INPUTS:
             raise ValueError(f"period_input must be one of {', '.join(PERIOD_INPUTS)}, got {period_input!r}")
         self.period_input = period_input
+        if pitch_target not in PITCH_TARGETS:
+            raise ValueError(f"pitch_target must be one of {', '.join(PITCH_TARGETS)}, got {pitch_target!r}")
+        self.pitch_target = pitch_target
         self.periods = PeriodRange(self.sample_rate, self.pitch_fmin, self.pitch_fmax)
         if self.pitch_phase // 2 >= self.periods.min_lag:
             raise ValueError(f"pitch_phase must be below {2 * self.periods.min_lag} (twice the shortest period)")
@@ -294,6 +314,7 @@ class LPCNet(VocoderModel):
             "pitch_fmax": self.pitch_fmax,
             "period_weight": self.period_weight,
             "period_input": self.period_input,
+            "pitch_target": self.pitch_target,
             "ltp_gain": self.ltp_gain,
             "ltp_cutoff_hz": self.ltp_cutoff_hz,
             "ltp_upper_hz": self.ltp_upper_hz,
@@ -642,14 +663,36 @@ class LPCNet(VocoderModel):
         period, correlation, complete = frame_periods(audio, self.hop_length, self.periods)
         return period, voiced_frames(correlation, audio, self.hop_length), complete
 
-    def loss(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def reads_f0(self) -> bool:
+        return self.uses_pitch and self.pitch_target == "reference"
+
+    def reference_periods(self, f0: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(period [B, F] int64, voiced [B, F] bool) from the reference F0 [B, F] in Hz (0 = unvoiced)."""
+        if f0 is None:
+            raise ValueError('pitch_target "reference" needs the reference F0 per frame: loss(mel, audio, f0)')
+        if f0.dim() != 2 or f0.shape[1] != frames:
+            raise ValueError(f"f0 must be [B, {frames}] (one value per frame of the audio), got {tuple(f0.shape)}")
+        if not torch.isfinite(f0).all() or (f0 < 0).any():
+            raise ValueError("f0 must be finite and >= 0 Hz (0 = unvoiced)")
+        return periods_from_f0(f0, self.periods)
+
+    def loss(
+        self, mel: torch.Tensor, audio: torch.Tensor, f0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Excitation cross-entropy (+ period_weight x the period head's, with a head).
 
+        f0: [B, frames] the reference F0 in Hz, with pitch_target "reference" (ignored otherwise).
         The head learns the lag on voiced frames (targets spread over +-25 cents) and, with the phase
-        input, voicing on every frame whose window lies inside the segment."""
+        input, voicing on every frame whose window lies inside the segment (every frame for the
+        reference F0, measured on the whole utterance)."""
         noisy = self.training and self.injected_noise > 0
         pitch = None
-        if self.uses_pitch:
+        if self.reads_f0:
+            periods, voiced = self.reference_periods(f0, audio.shape[1] // self.hop_length)
+            complete = torch.ones_like(voiced)
+            pitch = (periods, voiced)
+        elif self.uses_pitch:
             with torch.no_grad():
                 periods, voiced, complete = self.true_periods(audio)
             pitch = (periods, voiced)

@@ -113,7 +113,7 @@ class Trainer(CheckpointingMixin, ValidationMixin):
         self.train_seconds = 0.0  # wall time spent in training steps over every session of this run
         self.resumed_from: int | None = None
         self.init_source: dict[str, Any] | None = None  # trainer.init_from, when a fresh run started from it
-        self._validation_segments: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._validation_segments: tuple[list[torch.Tensor], ...] | None = None
         self._build_data()
         self._build_optimizer()
         self.pruner = build_pruner(self.model, cfg.get("sparsity"))
@@ -143,6 +143,10 @@ class Trainer(CheckpointingMixin, ValidationMixin):
         valid_utts = [u for u in utterances if u.split in ("valid", "validation", "dev")]
         train, skipped = load_features(train_utts, cache, int(d.segment_frames), progress)
         valid, skipped_valid = load_features(valid_utts, cache, 1, progress)
+        if self.model.reads_f0:  # the reference tracker's pitch, once per utterance (cached)
+            started = time.perf_counter()
+            train, valid = [cache.with_f0(f) for f in train], [cache.with_f0(f) for f in valid]
+            log.info("reference F0 of %d utterances in %.1f s", len(train) + len(valid), time.perf_counter() - started)
         skipped.update(skipped_valid)
         line = summary_line(str(source), train, valid, skipped, self.mel_config.hop_length, self.mel_config.sample_rate)
         log.info(line)
@@ -178,11 +182,13 @@ class Trainer(CheckpointingMixin, ValidationMixin):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(schedule))
 
     # ---- the loop --------------------------------------------------------------------------------
-    def training_step(self, mel: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+    def training_step(self, mel: torch.Tensor, audio: torch.Tensor, *extra: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on a batch; extra: the reference F0 [B, frames] for a model that reads it."""
         self.model.train()
         mel, audio = mel.to(self.device, non_blocking=True), audio.to(self.device, non_blocking=True)
+        extra = tuple(x.to(self.device, non_blocking=True) for x in extra)
         with torch.autocast(self.device.type, self.autocast_dtype or torch.bfloat16, self.autocast_dtype is not None):
-            loss, parts = self.loss_fn(mel, audio)
+            loss, parts = self.loss_fn(mel, audio, *extra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = float(self.cfg.trainer.get("grad_clip", 0) or 0)
@@ -271,10 +277,10 @@ class Trainer(CheckpointingMixin, ValidationMixin):
         started, started_step = time.perf_counter(), self.step
         running: dict[str, float] = {}
         tick = time.perf_counter()
-        for mel, audio in self.batches():
+        for batch in self.batches():
             if self.step >= max_steps:
                 break
-            parts = self.training_step(mel, audio)
+            parts = self.training_step(*batch)
             self.step += 1
             now = time.perf_counter()
             self.train_seconds += now - tick  # the batch's loading and its step; not validation or saving
@@ -337,8 +343,10 @@ class _LossOf(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, mel: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.loss(mel, audio)
+    def forward(
+        self, mel: torch.Tensor, audio: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.loss(mel, audio, *extra)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -23,12 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import Features
-from ..pitch import PeriodRange
+from ..data import F0_FRAME_MS, Features
+from ..pitch import PeriodRange, periods_from_f0
 
 log = logging.getLogger(__name__)
-
-TRACKER_FRAME_MS = 5.0
 
 
 @dataclass
@@ -49,10 +47,8 @@ def reference_pitch(audio: np.ndarray, sample_rate: int, hop: int, periods: Peri
     is voiced where the tracker says so with a lag inside the head's range."""
     from ..metrics import frame_f0
 
-    f0 = frame_f0(audio, sample_rate, hop, TRACKER_FRAME_MS)
-    lag = np.round(sample_rate / np.maximum(f0, 1.0)).astype(np.int64)
-    voiced = (f0 > 0) & (lag >= periods.min_lag) & (lag <= periods.max_lag)
-    return np.clip(lag, periods.min_lag, periods.max_lag), voiced
+    lag, voiced = periods_from_f0(torch.from_numpy(frame_f0(audio, sample_rate, hop, F0_FRAME_MS)), periods)
+    return lag.numpy(), voiced.numpy()
 
 
 @torch.no_grad()

@@ -46,8 +46,8 @@ class ValidationMixin:
         self.write_metrics("valid", totals)
         return totals
 
-    def validation_segments(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The fixed validation segments: (mels, audios), drawn once as training draws its segments.
+    def validation_segments(self) -> tuple[list[torch.Tensor], ...]:
+        """The fixed validation segments: (mels, audios[, f0s]), drawn once as training draws its segments.
 
         Utterance i % n of the n validation utterances, at a start drawn uniformly over the whole
         utterance by a generator of its own (seeded by `seed`), so validation sees speech and silence
@@ -57,28 +57,25 @@ class ValidationMixin:
             count = int(self.cfg.data.get("valid_segments", 32))
             seg = self.train_set.segment_frames
             generator = torch.Generator().manual_seed(int(self.cfg.seed))
-            mels, audios = [], []
+            items = []
             for i in range(count):
                 feats = self.valid_features[i % len(self.valid_features)]
                 spare = max(0, feats.frames - seg)
                 start = int(torch.randint(0, spare + 1, (), generator=generator))
-                mel, audio = self.train_set.segment(feats, start)
-                mels.append(mel)
-                audios.append(audio)
-            self._validation_segments = (mels, audios)
+                items.append(self.train_set.segment(feats, start))
+            self._validation_segments = tuple(list(field) for field in zip(*items, strict=True))
         return self._validation_segments
 
     def validation_loss(self, model: VocoderModel) -> dict[str, float]:
         model.eval()
         d = self.cfg.data
-        mels, audios = self.validation_segments()
-        count = len(mels)
+        fields = self.validation_segments()
+        count = len(fields[0])
         totals: dict[str, float] = {}
         batch = max(1, int(d.batch_size))
         for i in range(0, count, batch):
-            mel = torch.stack(mels[i : i + batch]).to(self.device)
-            audio = torch.stack(audios[i : i + batch]).to(self.device)
-            loss, parts = model.loss(mel, audio)
+            mel, audio, *extra = (torch.stack(field[i : i + batch]).to(self.device) for field in fields)
+            loss, parts = model.loss(mel, audio, *extra)
             weight = mel.shape[0] / count
             totals["loss"] = totals.get("loss", 0.0) + float(loss) * weight
             for k, v in parts.items():
