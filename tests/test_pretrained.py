@@ -78,6 +78,23 @@ def test_engines_reproduce_the_training_forward_pass_of_the_trained_model(shippe
         assert row["draw_agreement"] >= 0.999, row
 
 
+def test_the_shipped_model_projects_its_output_onto_the_mel_by_default(shipped):
+    """The default mel projection brings a held-out utterance's vocoded mel far closer to the truth's
+    than the network's own audio, and `mel_projection=0` gives that audio back."""
+    from vocoders.metrics import log_mel_distance
+
+    assert shipped.mel_projection == 20
+    utterance = held_out(shipped)[1]
+    mel = torch.from_numpy(utterance.mel[:, :120])
+    truth = utterance.audio[: 120 * shipped.hop_length]
+    raw = shipped(mel, seed=0, mel_projection=0)
+    projected = shipped(mel, seed=0)
+    assert projected.shape == raw.shape == (120 * shipped.hop_length,)
+    assert torch.equal(projected, shipped.project(raw[None], mel[None])[0])
+    raw_distance = log_mel_distance(truth, raw.numpy(), shipped.mel_config)
+    assert log_mel_distance(truth, projected.numpy(), shipped.mel_config) < 0.5 * raw_distance
+
+
 def test_the_trained_model_uses_its_conditioning(shipped):
     gap = conditioning_gap(shipped.model, held_out(shipped), segment_frames=8)
     assert gap["zeroed"] > gap["true"] + 0.1 and gap["shuffled"] > gap["true"] + 0.1, gap

@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-hours", type=float, required=True, help="training CPU hours (wall x cores)")
     parser.add_argument("--command", required=True, help="the training command, for the card")
     parser.add_argument("--notes", default="", help="a paragraph for the card (what it still lacks)")
+    parser.add_argument(
+        "--mel-projection",
+        type=int,
+        default=0,
+        help="iterations of the mel projection the shipped model applies by default (as the report was made with)",
+    )
     add_settings_argument(parser)  # the settings the shipped model carries, as the report was made with
     args = parser.parse_args(argv)
 
@@ -85,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     # from it would count the chain twice).
     steps = total_steps(checkpoint.meta, steps_before)  # older sources: their files
     before = steps - checkpoint.step
+    if args.mel_projection < 0:
+        parser.error("--mel-projection must be at least 0")
+    if args.mel_projection:
+        meta["synthesis"] = {"mel_projection": args.mel_projection}
     save_checkpoint(target, model, steps, total_steps=steps, **meta)
     target.chmod(0o644)  # package data: readable by whoever installs it (the atomic write made it 0600)
     if target.stat().st_size > MAX_BYTES:
@@ -110,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         + f", {args.cpu_hours:.2f} CPU hours (wall time x cores), weights are the EMA",
         f"- command: `{args.command}`",
         *pitch_refit_lines(checkpoint.meta.get("pitch_refit")),
+        *(
+            [
+                f"- synthesis: {args.mel_projection} iterations of the mel projection (`vocoders.mel_projection`) on "
+                "every output by default; `vocoders.load(NAME, mel_projection=0)` gives the network's own audio"
+            ]
+            if args.mel_projection
+            else []
+        ),
         f"- licence: {LICENCE}",
         "",
         "## Copy synthesis on held-out utterances",

@@ -42,12 +42,20 @@ def run(model: str, out_dir: Path, engine: str = "auto", seed: int = 0, limit: i
         audio = audio[: len(audio) // voc.hop_length * voc.hop_length]
         mel = voc.mel(torch.from_numpy(audio))
         started = time.perf_counter()
-        vocoded = voc(mel, seed=seed).numpy()
+        raw = voc(mel, seed=seed, mel_projection=0)
+        vocoded = voc.project(raw[None], mel[None])[0].numpy()  # the checkpoint's default projection
         elapsed = time.perf_counter() - started
         wav = write_wav(out_dir / f"{utt.id}_vocoded.wav", vocoded, voc.sample_rate)
+        panels = {"ground truth": audio, f"vocoded ({voc.engine.name})": vocoded}
+        if voc.mel_projection:
+            panels = {
+                "ground truth": audio,
+                f"network ({voc.engine.name})": raw.numpy(),
+                f"+ mel projection ({voc.mel_projection})": vocoded,
+            }
         png = plot_spectrograms(
             out_dir / f"{utt.id}.png",
-            {"ground truth": audio, f"vocoded ({voc.engine.name})": vocoded},
+            panels,
             voc.sample_rate,
             f"{utt.id}: held out, vocoded by {model}",
         )
@@ -61,6 +69,7 @@ def run(model: str, out_dir: Path, engine: str = "auto", seed: int = 0, limit: i
                 "seconds": len(vocoded) / voc.sample_rate,
                 "real_time_factor": elapsed / (len(vocoded) / voc.sample_rate),
                 "engine": voc.engine.name,
+                "mel_projection": voc.mel_projection,
                 "log_mel_distance_db": db_distance(mel_db(audio, config), mel_db(vocoded, config)),
                 "f0_rmse_cents": pitch["f0_rmse_cents"],
                 "vuv_error": pitch["vuv_error"],

@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=8, help="utterances vocoded together, similar lengths grouped (default: 8)"
     )
     parser.add_argument("--griffin-lim-iters", type=int, default=60, help="Griffin-Lim iterations (default: 60)")
+    parser.add_argument(
+        "--mel-projection",
+        type=int,
+        default=None,
+        help="iterations of the mel projection on the vocoder's output (default: the checkpoint's; 0 = none)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/vocoders)")
     add_settings_argument(parser)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA ones exist")
@@ -63,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-size must be at least 1")
     if args.griffin_lim_iters < 1:
         parser.error("--griffin-lim-iters must be at least 1")
+    if args.mel_projection is not None and args.mel_projection < 0:
+        parser.error("--mel-projection must be at least 0")
     return args
 
 
@@ -86,7 +94,8 @@ def vocode_batches(vocoder, mels: list[np.ndarray], batch_size: int, seed: int, 
 
     Each batch is edge-padded to its longest mel by repeating the last frame, which is what the
     model's own padding does at an utterance's end, so the padding changes no kept sample; the
-    padded tail is cut off. Batching shares the per-step cost of the autoregressive loop.
+    padded tail is cut off. Batching shares the per-step cost of the autoregressive loop. The
+    vocoder's mel projection, which looks at neighbouring frames, runs on each utterance alone.
     """
     import torch
 
@@ -95,9 +104,10 @@ def vocode_batches(vocoder, mels: list[np.ndarray], batch_size: int, seed: int, 
         chosen = order[start : start + batch_size]
         longest = max(mels[i].shape[1] for i in chosen)
         batch = np.stack([np.pad(mels[i], ((0, 0), (0, longest - mels[i].shape[1])), mode="edge") for i in chosen])
-        audio = vocoder(torch.from_numpy(batch), seed=seed + start, temperature=temperature).numpy()
+        audio = vocoder(torch.from_numpy(batch), seed=seed + start, temperature=temperature, mel_projection=0)
         for row, i in enumerate(chosen):
-            yield i, audio[row, : mels[i].shape[1] * vocoder.hop_length]
+            own = audio[row : row + 1, : mels[i].shape[1] * vocoder.hop_length]
+            yield i, vocoder.project(own, torch.from_numpy(mels[i])[None])[0].numpy()
 
 
 class Scorer:
@@ -150,7 +160,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .griffinlim import griffin_lim
 
     settings = parse_settings(args.settings)
-    vocoder = load(args.checkpoint, device=args.device, engine=args.engine, use_ema=not args.no_ema, settings=settings)
+    vocoder = load(
+        args.checkpoint,
+        device=args.device,
+        engine=args.engine,
+        use_ema=not args.no_ema,
+        settings=settings,
+        mel_projection=args.mel_projection,
+    )
     config = vocoder.mel_config
     utterances = select_utterances(args.data, args.kind, args.split, args.valid_size, args.limit)
     cache = FeatureCache(args.cache_dir, config)
@@ -226,6 +243,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "batch_size": args.batch_size,
         "griffin_lim_iterations": args.griffin_lim_iters,
+        "mel_projection": vocoder.mel_projection,
         "f0_tracker": scorer.f0_tracker,
         "sample_rate": config.sample_rate,
         "vocoder_seconds": vocoder_seconds,

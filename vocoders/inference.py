@@ -5,6 +5,7 @@
     mel = voc.mel(audio)          # the checkpoint's own mel definition
     voc = vocoders.load("wavernn.safetensors", fold=(40, 4))   # fold batching: 40-frame segments,
                                                                 # 4 frames cross-faded, one batch
+    voc = vocoders.load("cs-male-22k", mel_projection=0)       # the network's own output, unprojected
 
 Loading never unpickles and never imports Hydra or the training code.
 """
@@ -24,6 +25,7 @@ from .checkpoint import model_from_checkpoint, read_checkpoint
 from .engines import FoldConfig, FoldEngine, make_engine
 from .errors import CheckpointError, MelError
 from .features import MelConfig, MelSpectrogram
+from .mel_projection import mel_projection as project_onto_mel
 from .models.base import VocoderModel
 from .sampling import draw_noise
 from .streaming import Stream
@@ -76,6 +78,24 @@ def check_mel(mel, config: MelConfig, source: str = "mel") -> torch.Tensor:
     return mel
 
 
+def _check_iterations(iterations: int) -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"mel_projection must be a whole number of iterations >= 0, got {iterations!r}")
+    return iterations
+
+
+def synthesis_defaults(meta: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, int]:
+    """The synthesis settings a checkpoint's metadata carries ("synthesis": {"mel_projection": N});
+    {"mel_projection": 0} without. Raises CheckpointError for a malformed record."""
+    record = meta.get("synthesis") or {}
+    try:
+        if not isinstance(record, dict) or set(record) - {"mel_projection"}:
+            raise ValueError(f"unknown synthesis settings {record!r}")
+        return {"mel_projection": _check_iterations(record.get("mel_projection", 0))}
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: bad synthesis record in the metadata ({exc})") from None
+
+
 class Vocoder:
     """A loaded vocoder: model + engine + its mel definition.
 
@@ -84,6 +104,8 @@ class Vocoder:
         mel: `MelSpectrogram` of that contract (audio [B, samples] -> mel [B, n_mels, frames]).
         model: the underlying `VocoderModel`; engine: the sampling engine in use.
         fold: the fold-batching segment and overlap (frames), or None to generate each utterance whole.
+        mel_projection: iterations of `vocoders.mel_projection` applied to every whole-utterance output
+            (0 = the network's audio as generated); a checkpoint may carry its own default.
     """
 
     def __init__(
@@ -92,8 +114,10 @@ class Vocoder:
         device: torch.device | str = "cpu",
         engine: str = "auto",
         fold: FoldConfig | tuple[int, int] | None = None,
+        mel_projection: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        self.mel_projection = _check_iterations(mel_projection)
         self.model = model.to(self.device).eval()
         self.mel_config = model.mel_config
         self.mel = MelSpectrogram(self.mel_config).to(self.device)
@@ -113,12 +137,19 @@ class Vocoder:
 
     @torch.inference_mode()
     def __call__(
-        self, mel, seed: int | None = None, temperature: float = 1.0, source: str = "mel", speaker: int | None = None
+        self,
+        mel,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        source: str = "mel",
+        speaker: int | None = None,
+        mel_projection: int | None = None,
     ) -> torch.Tensor:
         """Vocode a log-mel.
 
         mel: [n_mels, frames] or [B, n_mels, frames] (numpy or torch), this checkpoint's contract.
         speaker: the speaker id, for a multi-speaker checkpoint (global conditioning) only.
+        mel_projection: iterations of the mel projection for this call (None: `self.mel_projection`).
         Returns float32 audio on the CPU: [frames * hop] or [B, frames * hop], in [-1, 1].
         """
         single = getattr(mel, "ndim", 0) == 2
@@ -129,7 +160,17 @@ class Vocoder:
         steps = self.model.num_samples(cond)
         noise = draw_noise(mel.shape[0], steps, self.model.noise_per_step, seed)
         audio = self._synthesizer.synthesize(cond, noise, temperature).cpu()
+        audio = self.project(audio, mel, mel_projection)
         return audio[0] if single else audio
+
+    def project(self, audio: torch.Tensor, mel, iterations: int | None = None) -> torch.Tensor:
+        """`vocoders.mel_projection` of vocoded audio [B, T] onto the mel [B, n_mels, F] it came from
+        (iterations None: `self.mel_projection`); float32 on the CPU."""
+        iterations = self.mel_projection if iterations is None else _check_iterations(iterations)
+        if not iterations:
+            return audio
+        mel = torch.as_tensor(mel).detach().cpu()
+        return project_onto_mel(audio.float().cpu(), mel, self.mel_config, iterations)
 
     def check_speaker(self, speaker: int | None, source: str = "mel") -> None:
         """Refuse a speaker id this checkpoint cannot take (or a missing one it needs)."""
@@ -156,8 +197,10 @@ class Vocoder:
     ) -> Stream:
         """A streaming session: `push` mel chunks, `pull` audio, `close` for the rest (see vocoders.streaming).
 
-        With the same seed the concatenated audio equals `self(mel, seed=seed)`. Fold batching does not
-        apply: a stream runs the engine itself. Raises StreamingError where the engine cannot stream.
+        With the same seed the concatenated audio equals `self(mel, seed=seed, mel_projection=0)`: the
+        mel projection needs frames a stream has not seen, so streams emit the network's audio
+        unprojected. Fold batching does not apply: a stream runs the engine itself. Raises StreamingError
+        where the engine cannot stream.
         block_frames: frames generated per block when the stream is iterated (see vocoders.streaming).
         """
         return Stream(self, batch=batch, seed=seed, temperature=temperature, speaker=speaker, block_frames=block_frames)
@@ -176,6 +219,7 @@ def load(
     use_ema: bool = True,
     fold: FoldConfig | tuple[int, int] | None = None,
     settings: dict[str, Any] | None = None,
+    mel_projection: int | None = None,
 ) -> Vocoder:
     """Load a `.safetensors` checkpoint as a ready `Vocoder`. Never unpickles, never imports Hydra.
 
@@ -184,6 +228,8 @@ def load(
     fold: (segment, overlap) in mel frames to generate each utterance as a batch of cross-faded segments.
     settings: model kwargs to change from the checkpoint's, e.g. {"voiced_temperature": 0.7} for an
         LPCNet (see `vocoders.checkpoint.model_from_checkpoint`).
+    mel_projection: iterations of `vocoders.mel_projection` on every output; None takes the
+        checkpoint's own (its metadata's "synthesis" record, set when a model is shipped), else 0.
     """
     path = pretrained.resolve(path)
     if not path.is_file() and path.suffix != ".safetensors" and len(path.parts) == 1:
@@ -191,7 +237,9 @@ def load(
         raise CheckpointError(f"{path}: no such checkpoint file, nor a shipped model name (shipped: {shipped})")
     checkpoint = read_checkpoint(path)
     model = model_from_checkpoint(checkpoint, use_ema=use_ema, settings=settings)
-    vocoder = Vocoder(model, device=device, engine=engine, fold=fold)
+    if mel_projection is None:
+        mel_projection = synthesis_defaults(checkpoint.meta, path)["mel_projection"]
+    vocoder = Vocoder(model, device=device, engine=engine, fold=fold, mel_projection=mel_projection)
     vocoder.checkpoint_path = Path(path)
     vocoder.step = checkpoint.step
     return vocoder

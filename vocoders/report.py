@@ -96,7 +96,12 @@ def markdown(info: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
             "vocoder",
             f"engine {info.get('engine')} on {info.get('device')}, seed {info.get('seed')}, "
             f"temperature {info.get('temperature', 1.0)}"
-            + "".join(f", {name} {value}" for name, value in (info.get("settings") or {}).items()),
+            + "".join(f", {name} {value}" for name, value in (info.get("settings") or {}).items())
+            + (
+                f", then {info['mel_projection']} iterations of the mel projection"
+                if info.get("mel_projection")
+                else ""
+            ),
         ),
         ("Griffin-Lim", f"{info.get('griffin_lim_iterations')} iterations from the same mel"),
         ("F0 tracker", info.get("f0_tracker")),

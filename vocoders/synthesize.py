@@ -50,6 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "frames, cross-faded on the decoded audio (e.g. --fold 40 4; faster, slightly different audio)",
     )
     parser.add_argument("--speaker", type=int, default=None, help="speaker id, for multi-speaker checkpoints only")
+    parser.add_argument(
+        "--mel-projection",
+        type=int,
+        default=None,
+        help="iterations of the mel projection on each output (default: the checkpoint's; 0 = none; "
+        "not applied with --stream)",
+    )
     add_settings_argument(parser)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             use_ema=not args.no_ema,
             fold=args.fold,
             settings=settings,
+            mel_projection=args.mel_projection,
         )
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
@@ -168,6 +176,9 @@ def _stream(args: argparse.Namespace, vocoder) -> int:
         print("error: --stream takes exactly one INPUT ('-' or a .npy file) and no --fold", file=sys.stderr)
         return 2
     output = args.output if args.output.suffix.lower() == ".wav" else args.output / "stream.wav"
+    if vocoder.mel_projection:
+        note = "note: --stream writes the network's audio without the mel projection (it needs frames ahead)"
+        print(note, file=sys.stderr)
     try:
         return stream_file(
             vocoder, str(args.inputs[0]), output, args.seed, args.temperature, args.speaker, args.stream_timeout
