@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from vocoders.checkpoint import read_checkpoint
 from vocoders.data import FeatureCache, SegmentDataset, find_utterances
@@ -17,6 +16,7 @@ from vocoders.pitch import PeriodRange, periods_from_f0
 from vocoders.training import train
 
 from .conftest import tone
+from .test_training import tiny_cfg
 
 
 def small(**kwargs):
@@ -88,17 +88,7 @@ def test_the_f0_is_computed_once_per_utterance_and_cut_with_each_segment(tmp_pat
 
 
 def test_a_training_run_against_the_reference_pitch(tmp_path):
-    with initialize_config_module(config_module="vocoders.conf", version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "debug=tiny",
-                "model=lpcnet",
-                "++model.pitch_target=reference",
-                f"run_dir={tmp_path / 'run'}",
-                f"data.cache_dir={tmp_path / 'cache'}",
-            ],
-        )
+    cfg = tiny_cfg(tmp_path, "model=lpcnet", "++model.pitch_target=reference")
     result = train(cfg)
     assert result.step == 4
     assert len(list((tmp_path / "cache").rglob("*.f0-5ms.npy"))) >= 2  # train and valid utterances
