@@ -107,11 +107,12 @@ def free_running(
 def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_frames: int, seed: int = 0):
     """Teacher-forced loss on fixed segments with the true mel, a zeroed mel (the log floor) and a
     shuffled one (the frames of another utterance). Returns {"true": .., "zeroed": .., "shuffled": ..}
-    with each the mean loss (nats) over the same segments and targets."""
+    with each the mean loss (nats) over the same segments and targets. A model trained on the reference
+    tracker's F0 (`reads_f0`) gets the true F0 of each segment with every mel (the mel is what varies)."""
     model = model.eval()
     generator = torch.Generator().manual_seed(seed)
     ctx, hop = model.mel_context, model.hop_length
-    mels, audios = [], []
+    mels, audios, f0s = [], [], []
     for utt in utterances:
         spare = max(0, utt.mel.shape[1] - segment_frames)
         start = int(torch.randint(0, spare + 1, (), generator=generator))
@@ -120,14 +121,31 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
         chunk = utt.audio[start * hop : (start + segment_frames) * hop]
         piece[: len(chunk)] = chunk
         audios.append(piece)
+        if model.reads_f0:
+            f0s.append(_segment_f0(utt, model.mel_config, start, segment_frames))
     mel = torch.from_numpy(np.stack(mels))
     audio = torch.from_numpy(np.stack(audios))
+    extra = (torch.from_numpy(np.stack(f0s)),) if f0s else ()
     floor = float(np.log(model.mel_config.log_floor)) if model.mel_config.log_base == "e" else None
     zeroed = torch.full_like(mel, floor if floor is not None else float(mel.min()))
     shuffled = mel.roll(1, dims=0) if len(utterances) > 1 else mel.flip(-1)
     return {
-        name: float(model.loss(m, audio)[0]) for name, m in (("true", mel), ("zeroed", zeroed), ("shuffled", shuffled))
+        name: float(model.loss(m, audio, *extra)[0])
+        for name, m in (("true", mel), ("zeroed", zeroed), ("shuffled", shuffled))
     }
+
+
+def _segment_f0(utterance: Utterance, config, start: int, frames: int) -> np.ndarray:
+    """The reference tracker's F0 [frames] (Hz, 0 = unvoiced or past the end) of an utterance from
+    frame `start`, tracked over the whole utterance as training's feature cache tracks it."""
+    from .data import F0_FRAME_MS
+    from .metrics import frame_f0
+
+    track = frame_f0(utterance.audio, config.sample_rate, config.hop_length, F0_FRAME_MS)
+    f0 = np.zeros(frames, dtype=np.float32)
+    known = np.asarray(track[start : start + frames], dtype=np.float32)
+    f0[: len(known)] = known
+    return f0
 
 
 @torch.no_grad()
