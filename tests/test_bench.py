@@ -166,3 +166,15 @@ def test_stream_chunks_are_timed_and_equal_the_whole_utterance(model):
         assert run["equal_to_whole"] is True
         assert run["lookahead_frames"] >= 1 and run["seconds"] > 0 and run["first_audio_ms"] > 0
         assert run["realtime_factor"] > 0 and run["cost_over_whole"] > -1
+        assert run["mel_projection"] == 0
+
+
+def test_projected_streams_are_timed_against_the_projected_whole_utterance():
+    cfg = bench_config(
+        "model=lpcnet", "bench.engine=cpu", "bench.seconds=0.3", "bench.stream_chunk=4", "bench.stream_repeats=1",
+        "bench.stream_mel_projection=2", "bench.reference_seconds=0",
+    )  # fmt: skip
+    (run,) = run_benchmark(cfg)["stream"]
+    assert run["mel_projection"] == 2 and run["equal_to_whole"] is True
+    # the network's look-ahead plus the projection's: 2 iterations hold back 1,664 samples, 7 frames
+    assert run["lookahead_frames"] == 3 + 7

@@ -10,7 +10,7 @@ from vocoders import evaluate
 from vocoders.checkpoint import read_checkpoint, save_checkpoint
 from vocoders.errors import CheckpointError
 from vocoders.features import MelConfig, MelSpectrogram
-from vocoders.mel_projection import mel_magnitude, mel_projection
+from vocoders.mel_projection import MelProjector, mel_magnitude, mel_projection, projection_lag_samples
 from vocoders.metrics import log_mel_distance
 
 from .conftest import SAMPLE
@@ -67,6 +67,95 @@ def test_bins_above_the_mel_s_fmax_are_left_alone():
     assert spectrum[near].max() == pytest.approx(before[near].max().item(), rel=0.05)
     low = (freqs > 200) & (freqs < 4000)
     assert spectrum[low].square().sum() < 0.4 * before[low].square().sum()
+
+
+def projected_in_chunks(audio, mel, config, iterations, seed):
+    """The projection fed random pieces: mel chunks of 1-7 frames, each followed by a random share of
+    the audio those frames allow (0 samples to all of it), then the rest and close."""
+    rng = np.random.default_rng(seed)
+    projector = MelProjector(config, iterations, batch=audio.shape[0])
+    pieces, frames, samples = [], 0, 0
+    while frames < mel.shape[2]:
+        step = int(min(rng.integers(1, 8), mel.shape[2] - frames))
+        projector.push_mel(mel[:, :, frames : frames + step])
+        frames += step
+        upto = int(rng.integers(samples, min(frames * config.hop_length, audio.shape[1]) + 1))
+        pieces.append(projector.push(audio[:, samples:upto]))
+        samples = upto
+    pieces += [projector.push(audio[:, samples:]), projector.close()]
+    assert all(piece.dtype == torch.float32 for piece in pieces)
+    return torch.cat(pieces, dim=1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        MelConfig(),
+        MelConfig(center=True),
+        MelConfig(pad_mode="replicate"),
+        MelConfig(pad_mode="constant", n_fft=900, win_length=800),
+    ],
+    ids=["default", "centred", "replicate", "constant-n_fft-900-win-800"],
+)
+def test_a_streamed_projection_equals_the_whole_utterance_s_for_any_chunking(config):
+    """Every frame is computed once per iteration with sums in a fixed order, so pieces of any size give
+    the whole utterance's projection sample for sample (two independent streams in one batch)."""
+    frames = 40
+    length = (frames - 1) * 256 if config.center else frames * 256
+    clean = speech(frames)[:, :length]
+    mel = MelSpectrogram(config)(torch.cat([clean, clean.flip(1) * 0.5]))
+    assert mel.shape == (2, 80, frames)
+    noise = torch.from_numpy(np.random.default_rng(1).standard_normal((2, length)).astype(np.float32))
+    audio = (torch.cat([clean, clean]) + 0.02 * noise).clamp(-1, 1)
+    whole = mel_projection(audio, mel, config, 6)
+    assert whole.shape == audio.shape and not torch.allclose(whole, audio, atol=1e-3)
+    for seed in range(3):
+        assert torch.equal(projected_in_chunks(audio, mel, config, 6, seed), whole), seed
+    assert torch.equal(mel_projection(audio[1:], mel[1:], config, 6), whole[1:])  # streams do not mix
+
+
+def test_a_streamed_projection_runs_its_lag_behind_and_no_further():
+    config = MelConfig()
+    # each iteration needs n_fft - hop = 768 samples (3 frames) past the last; rounded to frames, 20 of
+    # them hold back 60.5 frames (15,488 samples)
+    assert projection_lag_samples(config, 0) == 0 and projection_lag_samples(config, 1) == 896
+    assert projection_lag_samples(config, 20) == 15_488
+    frames, iterations = 60, 5
+    lag = projection_lag_samples(config, iterations)
+    audio = speech(frames)
+    mel = MelSpectrogram()(audio)
+    whole = mel_projection(audio, mel, config, iterations)
+    projector = MelProjector(config, iterations)
+    assert projector.lag_samples == lag
+    projector.push_mel(mel)
+    out = []
+    for frame in range(frames):
+        out.append(projector.push(audio[:, frame * 256 : (frame + 1) * 256]))
+        done = sum(piece.shape[1] for piece in out)
+        assert done == max(0, (frame + 1) * 256 - lag), frame
+    assert torch.equal(torch.cat([*out, projector.close()], dim=1), whole)
+
+
+def test_a_streamed_projection_refuses_what_the_whole_one_refuses_and_passes_short_audio_through():
+    config = MelConfig()
+    audio, mel = speech(10), MelSpectrogram()(speech(10))
+    projector = MelProjector(config, 2)
+    projector.push_mel(mel)
+    projector.push(audio[:, :-5])
+    with pytest.raises(ValueError, match="gives 2560 samples, got audio of 2555"):
+        projector.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        projector.push(audio)
+    with pytest.raises(ValueError, match="mel \\[1, 80, frames\\]"):
+        MelProjector(config, 2).push_mel(mel[:, :40])
+    with pytest.raises(ValueError, match=">= 0"):
+        MelProjector(config, -1)
+    # one frame (256 samples) is no longer than the edge padding (384): nothing to frame, nothing changed
+    short, short_mel = speech(1), torch.randn(1, 80, 1) - 5
+    assert mel_projection(short, short_mel, config, 3) is short
+    projector = MelProjector(config, 3)
+    projector.push_mel(short_mel)
+    assert projector.push(short).shape == (1, 0) and torch.equal(projector.close(), short)
 
 
 def test_bad_inputs_are_refused():

@@ -95,6 +95,23 @@ def test_the_shipped_model_projects_its_output_onto_the_mel_by_default(shipped):
     assert log_mel_distance(truth, projected.numpy(), shipped.mel_config) < 0.5 * raw_distance
 
 
+def test_the_shipped_model_streams_its_projected_audio(shipped):
+    """A stream of the shipped model projects as it goes: 4-frame chunks give the whole utterance's
+    projected audio sample for sample; its first samples come once 64 frames have arrived (the network's
+    3 frames of look-ahead and the projection's 15,488 samples, 60.5 frames)."""
+    assert shipped.lookahead_frames == 3 + 61
+    mel = torch.from_numpy(held_out(shipped)[0].mel[:, :100])
+    whole = shipped(mel, seed=2)
+    stream, pieces, first = shipped.stream(seed=2), [], None
+    for start in range(0, 100, 4):
+        stream.push(mel[:, start : start + 4])
+        pieces.append(stream.pull())
+        if first is None and pieces[-1].numel():
+            first = start + 4
+    assert first == 64
+    assert torch.equal(torch.cat([*pieces, stream.close()]), whole)
+
+
 def test_the_trained_model_uses_its_conditioning(shipped):
     gap = conditioning_gap(shipped.model, held_out(shipped), segment_frames=8)
     assert gap["zeroed"] > gap["true"] + 0.1 and gap["shuffled"] > gap["true"] + 0.1, gap

@@ -81,8 +81,8 @@ def random_chunks(frames: int, seed: int, largest: int = 6) -> list[int]:
     return sizes
 
 
-def streamed(voc, mel, sizes, seed, batch=1):
-    stream = voc.stream(batch=batch, seed=seed)
+def streamed(voc, mel, sizes, seed, batch=1, **options):
+    stream = voc.stream(batch=batch, seed=seed, **options)
     out, at = [], 0
     for size in sizes:
         stream.push(mel[..., at : at + size])
@@ -127,6 +127,46 @@ def test_a_batch_of_streams_equals_the_batch_generated_whole(case, frames):
     audio = streamed(voc, mel, random_chunks(frames, 2, largest=max(2, frames // 2)), seed=5, batch=2)
     assert audio.shape == (2, frames * voc.hop_length)
     assert torch.equal(audio, whole)
+
+
+@pytest.mark.parametrize("case", ["wavernn-cpu", "lpcnet-cpu", "subscale-cpu", "wavenet-reference"])
+def test_a_projecting_stream_equals_the_projected_whole_utterance(case):
+    """A vocoder with a mel projection streams projected audio (vocoders.mel_projection.MelProjector),
+    equal to its whole-utterance output, for any chunking; a Subscale stream feeds it part frames."""
+    build, engine = CASES[case]
+    if engine != "reference" and not case.startswith("lpcnet") and load_native() is None:
+        pytest.skip("the compiled extension vocoders._native is not built")
+    voc = Vocoder(build(), engine=engine, mel_projection=3)
+    frames = 30 if engine != "reference" else 16
+    mel = torch.randn(2, 80, frames) - 5
+    whole = voc(mel, seed=4)
+    assert not torch.equal(whole, voc(mel, seed=4, mel_projection=0))
+    for sizes in ([1] * frames, random_chunks(frames, 3)):
+        assert torch.equal(streamed(voc, mel, sizes, seed=4, batch=2), whole), sizes
+    raw = streamed(voc, mel, random_chunks(frames, 4), seed=4, batch=2, mel_projection=0)
+    assert torch.equal(raw, voc(mel, seed=4, mel_projection=0))
+
+
+def test_a_projecting_stream_holds_back_the_projection_s_lag_too():
+    from vocoders.mel_projection import projection_lag_samples
+
+    voc = Vocoder(wavernn(), engine="reference", mel_projection=2)
+    lag = projection_lag_samples(voc.mel_config, 2)  # 2 * 768 samples of STFT overlap, rounded to frames
+    assert lag == 1664
+    assert voc.lookahead_frames == voc.model.mel_context + 7 == 10  # ceil(1664 / 256) = 7 frames more
+    assert voc.stream().lookahead_frames == 10 and voc.stream(mel_projection=0).lookahead_frames == 3
+    # block_frames=1: the projection computes each frame as soon as it can
+    stream, batched = voc.stream(seed=0, block_frames=1), voc.stream(seed=0)
+    for pushed in range(1, 16):
+        mel = torch.randn(80, 1) - 5
+        stream.push(mel)
+        batched.push(mel)
+        assert stream.frames_out == max(0, pushed - 3)  # the network runs its own look-ahead behind
+        assert stream.available == max(0, stream.frames_out * voc.hop_length - lag)  # the projection its lag
+        assert stream.available >= max(0, pushed - stream.lookahead_frames) * voc.hop_length
+        # the default block_frames=4: the first iteration waits for 4 new frames, up to 3 frames later
+        assert stream.available - 3 * voc.hop_length <= batched.available <= stream.available
+    assert stream.close().shape == batched.close().shape == (15 * voc.hop_length,)
 
 
 def test_a_stream_holds_back_exactly_its_lookahead():

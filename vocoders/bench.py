@@ -172,14 +172,17 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
     on both sides) and whether the streamed audio equals the whole-utterance audio. The whole
     utterance and every chunk size run `bench.stream_repeats` times, interleaved, and each keeps its
     best time: a cost of a few percent is otherwise lost in the machine's run-to-run spread.
+    `bench.stream_mel_projection` = N > 0 projects both (`vocoders.mel_projection`, N iterations).
     """
     from .inference import Vocoder
+    from .mel_projection import mel_projection
 
     sizes = cfg.bench.stream_chunk
     sizes = [int(sizes)] if isinstance(sizes, int | str) else [int(n) for n in sizes]
     repeats = max(1, int(cfg.bench.get("stream_repeats", 3)))
     block_frames = int(cfg.bench.get("stream_block", 4))
-    vocoder = Vocoder(model, device=engine.device, engine="reference")
+    iterations = int(cfg.bench.get("stream_mel_projection", 0) or 0)
+    vocoder = Vocoder(model, device=engine.device, engine="reference", mel_projection=iterations)
     vocoder.engine = engine  # the engine timed above, weights already packed
     frames, hop, rate = mel.shape[2], model.hop_length, model.sample_rate
 
@@ -187,7 +190,9 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
         start = time.perf_counter()
         with torch.inference_mode():
             samples = engine.generate(engine.conditioning(model.pad_mel(mel)), noise, temperature)
-            model.decode(samples.cpu())
+            audio = model.decode(samples.cpu())
+            if iterations:
+                mel_projection(audio.float(), mel.cpu(), model.mel_config, iterations)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
@@ -212,6 +217,8 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
         audio = torch.cat([p.reshape(mel.shape[0], -1) for p in pieces], dim=1)
         return seconds, (first_audio if first_audio is not None else seconds), audio, stream.lookahead_frames
 
+    if iterations:
+        whole_audio = mel_projection(whole_audio, mel.cpu(), model.mel_config, iterations)
     whole_best = float("inf")
     best: dict[int, tuple[float, float, torch.Tensor, int]] = {}
     for _ in range(repeats):
@@ -229,6 +236,7 @@ def _stream_runs(cfg, model, engine, mel, whole_audio, noise, temperature, devic
                 "chunk_ms": significant(1000 * size * hop / rate),
                 "lookahead_frames": lookahead,
                 "block_frames": block_frames,
+                "mel_projection": iterations,
                 "lookahead_ms": significant(1000 * lookahead * hop / rate),
                 "first_audio_ms": significant(1000 * first_audio),
                 "seconds": significant(seconds),

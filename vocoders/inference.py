@@ -26,6 +26,7 @@ from .engines import FoldConfig, FoldEngine, make_engine
 from .errors import CheckpointError, MelError
 from .features import MelConfig, MelSpectrogram
 from .mel_projection import mel_projection as project_onto_mel
+from .mel_projection import projection_lag_samples
 from .models.base import VocoderModel
 from .sampling import draw_noise
 from .streaming import Stream
@@ -184,8 +185,10 @@ class Vocoder:
 
     @property
     def lookahead_frames(self) -> int:
-        """Mel frames a stream holds back: a frame's audio needs the mel this far past it."""
-        return self.model.lookahead_frames
+        """Mel frames a stream holds back: a frame's audio needs the mel this far past it (the network's
+        context, and the mel projection's at this vocoder's default iterations)."""
+        lag = projection_lag_samples(self.mel_config, self.mel_projection)
+        return self.model.lookahead_frames + -(-lag // self.hop_length)
 
     def stream(
         self,
@@ -194,16 +197,27 @@ class Vocoder:
         temperature: float = 1.0,
         speaker: int | None = None,
         block_frames: int = 4,
+        mel_projection: int | None = None,
     ) -> Stream:
         """A streaming session: `push` mel chunks, `pull` audio, `close` for the rest (see vocoders.streaming).
 
-        With the same seed the concatenated audio equals `self(mel, seed=seed, mel_projection=0)`: the
-        mel projection needs frames a stream has not seen, so streams emit the network's audio
-        unprojected. Fold batching does not apply: a stream runs the engine itself. Raises StreamingError
-        where the engine cannot stream.
+        With the same seed the concatenated audio equals `self(mel, seed=seed, mel_projection=...)`,
+        projected as the stream projects: mel_projection None takes this vocoder's iterations, whose
+        look-ahead (`projection_lag_samples`) the stream's `lookahead_frames` includes; 0 streams the
+        network's audio with the least latency. Fold batching does not apply: a stream runs the engine
+        itself. Raises StreamingError where the engine cannot stream.
         block_frames: frames generated per block when the stream is iterated (see vocoders.streaming).
         """
-        return Stream(self, batch=batch, seed=seed, temperature=temperature, speaker=speaker, block_frames=block_frames)
+        iterations = None if mel_projection is None else _check_iterations(mel_projection)
+        return Stream(
+            self,
+            batch=batch,
+            seed=seed,
+            temperature=temperature,
+            speaker=speaker,
+            block_frames=block_frames,
+            mel_projection=iterations,
+        )
 
     @torch.inference_mode()
     def copy_synthesis(self, audio: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -15,11 +15,15 @@ yielding each block's audio as soon as it exists (first audio after one block's 
         play(audio)
 
 Audio for frame i needs the mel up to frame i + `lookahead_frames` (the conditioning network's and
-the upsampler's context), so a stream emits each frame's samples as soon as that frame has arrived
-and holds back the last `lookahead_frames` until `close`, which pads the end as whole-utterance
-generation does. The engine's recurrent state (ring buffers for WaveNet) and the noise position
-carry over between chunks; every product is computed so that its numbers do not depend on the
-chunking, so the concatenated audio equals `voc(mel, seed=...)` sample for sample.
+the upsampler's context, plus the mel projection's when the vocoder projects), so a stream emits each
+frame's samples as soon as that frame has arrived and holds back the last `lookahead_frames` until
+`close`, which pads the end as whole-utterance generation does. A vocoder with a mel projection
+(`vocoders.mel_projection`; the shipped cs-male-22k's default 20 iterations hold back 61 frames, 0.7 s
+at 22.05 kHz) projects the streamed audio as it comes (`MelProjector`); `mel_projection=0` streams the
+network's audio with the network's look-ahead only. The engine's recurrent state (ring buffers for
+WaveNet) and the noise position carry over between chunks; every product is computed so that its
+numbers do not depend on the chunking, so the concatenated audio equals `voc(mel, seed=...)` sample
+for sample, projected or not.
 
 A frame's conditioning goes to the engine as soon as its mel context has arrived. Most engines
 return its samples at once; Subscale WaveRNN's return the samples their staggered order has made up
@@ -33,6 +37,7 @@ import torch
 
 from .engines.base import EngineStream
 from .errors import MelError
+from .mel_projection import MelProjector
 from .sampling import NoiseSource
 
 
@@ -41,6 +46,7 @@ class Stream:
 
     batch: independent streams advanced together; every pushed chunk is [batch, n_mels, k] (or
     [n_mels, k] when batch is 1). Audio comes out as [samples] for batch 1, else [batch, samples].
+    mel_projection: iterations of the mel projection on the streamed audio (None: the vocoder's).
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class Stream:
         temperature: float = 1.0,
         speaker: int | None = None,
         block_frames: int = 4,
+        mel_projection: int | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"a stream needs batch >= 1, got {batch}")
@@ -62,7 +69,11 @@ class Stream:
         self.batch = batch
         self.speaker = speaker
         vocoder.check_speaker(speaker, "stream")
-        self.lookahead_frames = self.model.lookahead_frames
+        iterations = vocoder.mel_projection if mel_projection is None else mel_projection
+        self._projector = MelProjector(vocoder.mel_config, iterations, batch, block_frames) if iterations else None
+        self.mel_projection = int(iterations)
+        lag = self._projector.lag_samples if self._projector else 0
+        self.lookahead_frames = self.model.lookahead_frames + -(-lag // self.model.hop_length)
         self._engine: EngineStream = vocoder.engine.open_stream(batch, temperature)
         self._noise = NoiseSource(batch, self.model.noise_per_step, seed)
         self.seed = self._noise.seed
@@ -101,6 +112,8 @@ class Stream:
         else:
             self._mel = torch.cat([self._mel, chunk], dim=2)
         self._frames_in += chunk.shape[2]
+        if self._projector:
+            self._projector.push_mel(chunk)
         if generate:
             self._generate(self.pending_frames)
         return self.available
@@ -131,20 +144,23 @@ class Stream:
                 self._mel = torch.cat([self._mel, last.expand(-1, -1, self._context)], dim=2)
                 self._generate(self._frames_in - self._frames_sent)
                 self._emit(self._engine.finish())  # what the engine held back (Subscale WaveRNN)
+            if self._projector:
+                self._queue(self._projector.close())
 
     @property
     def available(self) -> int:
-        """Samples per stream generated and not yet pulled."""
+        """Samples per stream ready (generated, and projected where the stream projects) and not yet pulled."""
         return sum(a.shape[1] for a in self._ready)
 
     @property
     def frames_out(self) -> int:
-        """Mel frames whose audio has been generated (pulled or not); `samples_out` may add part of one."""
+        """Mel frames whose audio the network has generated (pulled or not, projected or not); `samples_out`
+        may add part of one."""
         return self._samples_out // self.model.hop_length
 
     @property
     def samples_out(self) -> int:
-        """Samples per stream generated (pulled or not)."""
+        """Samples per stream the network generated (pulled or not; a projection holds some of them back)."""
         return self._samples_out
 
     def __iter__(self):
@@ -198,7 +214,13 @@ class Stream:
         if samples is None or not samples.shape[1]:
             return
         self._samples_out += samples.shape[1]
-        self._ready.append(self._decode(samples if samples.device.type == "cpu" else samples.cpu()))
+        audio = self._decode(samples if samples.device.type == "cpu" else samples.cpu())
+        self._queue(self._projector.push(audio) if self._projector else audio)
+
+    def _queue(self, audio: torch.Tensor) -> None:
+        """Audio [B, m] ready for `pull`."""
+        if audio.shape[1]:
+            self._ready.append(audio)
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Sample classes [B, n] -> audio [B, n], with the earlier samples the decoder reads in front."""

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="iterations of the mel projection on each output (default: the checkpoint's; 0 = none; "
-        "not applied with --stream)",
+        "with --stream, each iteration holds back 3 more frames at n_fft 1024, hop 256)",
     )
     add_settings_argument(parser)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA ones")
@@ -176,9 +176,6 @@ def _stream(args: argparse.Namespace, vocoder) -> int:
         print("error: --stream takes exactly one INPUT ('-' or a .npy file) and no --fold", file=sys.stderr)
         return 2
     output = args.output if args.output.suffix.lower() == ".wav" else args.output / "stream.wav"
-    if vocoder.mel_projection:
-        note = "note: --stream writes the network's audio without the mel projection (it needs frames ahead)"
-        print(note, file=sys.stderr)
     try:
         return stream_file(
             vocoder, str(args.inputs[0]), output, args.seed, args.temperature, args.speaker, args.stream_timeout
