@@ -75,8 +75,8 @@ class _BandSums:
 
     def __init__(self, filters: torch.Tensor) -> None:
         n_mels, bins = filters.shape
-        self.band_index, self.band_weight = self._gather(filters)  # [n_mels, W]
-        self.bin_index, self.bin_weight = self._gather(filters.t())  # [bins, V]
+        self.band_index, self.band_weight = self._gather(filters)  # [n_mels, W, 1]
+        self.bin_index, self.bin_weight = self._gather(filters.t())  # [bins, V, 1]
 
     @staticmethod
     def _gather(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,14 +90,14 @@ class _BandSums:
             columns = torch.nonzero(matrix[row]).flatten()
             index[row, : len(columns)] = columns
             weight[row, : len(columns)] = matrix[row, columns]
-        return index, weight
+        return index, weight[..., None]  # broadcast over the frames
 
     @staticmethod
     def _sum(values: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """[B, cols, n] -> [B, rows, n]: sum_k values[:, index[r, k]] * weight[r, k] for each row r, the
         terms folded in halves (a fixed order). Rows of frames are gathered whole (frames last: a
         gather of whole rows costs a fraction of one across the last dimension)."""
-        terms = values.index_select(-2, index.flatten()).unflatten(-2, index.shape) * weight[..., None]
+        terms = values.index_select(-2, index.flatten()).unflatten(-2, index.shape) * weight
         while terms.shape[-2] > 1:  # [B, rows, width, n], width a power of two
             half = terms.shape[-2] // 2
             terms = terms[..., :half, :] + terms[..., half:, :]
@@ -172,8 +172,8 @@ class _Iteration:
         if blocks <= 0:
             return self._clip(torch.zeros(p.batch, 0, dtype=torch.float64), first, length)
         stacked = torch.cat([self.tail, pieces], dim=1)  # frames first - Q + 1 .. first + blocks - 1
-        summed = stacked[:, q - 1 : q - 1 + blocks, 0] * 0.0
-        for k in range(q - 1, -1, -1):  # frame j - k: the earliest first
+        summed = stacked[:, :blocks, q - 1]  # frame j - Q + 1 first, then the later ones
+        for k in range(q - 2, -1, -1):
             summed = summed + stacked[:, q - 1 - k : q - 1 - k + blocks, k]
         if first >= q - 1 and limit is None:  # every frame of every block exists: the interior's overlap
             overlap = p.interior_overlap.expand(blocks, hop)
@@ -197,6 +197,8 @@ class _Iteration:
     def _padded(self, lo: int, hi: int, length: int | None) -> torch.Tensor:
         """Padded signal [B, hi - lo] (padded index lo .. hi), the edges padded as the mel's STFT pads them."""
         p = self.p
+        if lo >= p.pad and (length is None or hi - p.pad <= length):  # no edge in reach: a plain slice
+            return self.buffer[:, lo - p.pad - self.buffer_start : hi - p.pad - self.buffer_start]
         index = torch.arange(lo, hi) - p.pad
         inside = index >= 0
         if length is not None:
@@ -243,8 +245,9 @@ class MelProjector:
         q, hop = self.blocks_per_frame, self.hop
         self.window_square = torch.nn.functional.pad(self.window.square(), (0, q * hop - self.n_fft)).reshape(q, hop)
         filters = mel_filterbank(config).to(torch.float64)  # [n_mels, K]
-        self.coverage = filters.sum(0)  # [K]: 0 above fmax
-        self.covered = self.coverage > 0
+        coverage = filters.sum(0)[:, None]  # [K, 1]: 0 above fmax
+        self.inverse_coverage = torch.where(coverage > 0, 1.0 / coverage.clamp_min(1e-12), 0.0)
+        self.uncovered = (coverage <= 0).double()
         self.sums = _BandSums(filters)
         self.interior_overlap = self.overlap(torch.tensor([self.blocks_per_frame - 1]), None)  # [1, hop]
         self.target = torch.zeros(self.batch, config.n_mels, 0, dtype=torch.float64)  # the filterbank's output
@@ -319,13 +322,18 @@ class MelProjector:
         frames = padded.unfold(-1, self.n_fft, hop)  # [B, n, n_fft]
         count = frames.shape[1]
         spectrum = torch.fft.rfft(frames * self.window, dim=-1)  # [B, n, K]
-        magnitude = spectrum.abs().pow(config.power).transpose(1, 2).contiguous()  # [B, K, n]
+        magnitude = spectrum.abs()
+        if config.power != 1.0:
+            magnitude = magnitude.pow(config.power)
+        magnitude = magnitude.transpose(1, 2).contiguous()  # [B, K, n]
         measured = self.sums.bands(magnitude)  # [B, n_mels, n]
         target = self.target[:, :, first : first + count]
         ratio = (target / measured.clamp_min(1e-12)).clamp(1.0 / MAX_GAIN, MAX_GAIN)
-        spread = self.sums.bins(ratio) / self.coverage.clamp_min(1e-12)[:, None]  # [B, K, n]
-        gain = torch.where(self.covered[:, None], spread, 1.0).transpose(1, 2)  # [B, n, K]
-        pieces = torch.fft.irfft(spectrum * gain.pow(1.0 / config.power), n=self.n_fft, dim=-1) * self.window
+        # the bands' mean ratio per bin; 1 for bins no band covers (above fmax)
+        gain = torch.addcmul(self.uncovered, self.sums.bins(ratio), self.inverse_coverage).transpose(1, 2)
+        if config.power != 1.0:
+            gain = gain.pow(1.0 / config.power)
+        pieces = torch.fft.irfft(spectrum * gain, n=self.n_fft, dim=-1) * self.window  # [B, n, n_fft]
         pieces = torch.nn.functional.pad(pieces, (0, q * hop - self.n_fft))
         return pieces.reshape(self.batch, count, q, hop)
 
