@@ -119,3 +119,27 @@ def test_raw_frames_on_stdin_and_a_torn_last_frame(tmp_path, tiny_wavernn):
     errors = proc.stderr.read().decode().strip().splitlines()
     assert proc.returncode == 1 and errors == ["error: stdin: 3 trailing bytes do not make a whole frame"]
     assert sf.info(str(out)).frames == 5 * 256  # the whole frames are all there
+
+
+def test_a_projecting_checkpoint_streams_projected_audio_equal_to_whole_synthesis(tmp_path, tiny_wavernn):
+    from vocoders.audio import float_to_int16
+    from vocoders.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "p.safetensors", tiny_wavernn, step=1, synthesis={"mel_projection": 2})
+    frames = good_frames(16)
+    out = tmp_path / "out.wav"
+    proc = start(checkpoint, "-", out)
+    proc.stdin.write(frames.tobytes())
+    proc.stdin.close()
+    proc.wait(timeout=120)
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 0, stderr
+    # the network's 3 frames and the projection's 7 (2 iterations: 1,664 samples)
+    assert "2 iterations of the mel projection: audio runs 10 frames behind the mel (3 with" in stderr
+    audio, _ = sf.read(str(out), dtype="int16")
+    whole = Vocoder(load(checkpoint).model, engine="reference", mel_projection=2)(
+        torch.from_numpy(frames.T.copy()), seed=4
+    )
+    assert audio.shape == (16 * 256,) and np.array_equal(audio, float_to_int16(whole.numpy()))
+    raw = Vocoder(load(checkpoint).model, engine="reference")(torch.from_numpy(frames.T.copy()), seed=4)
+    assert not np.array_equal(audio, float_to_int16(raw.numpy()))

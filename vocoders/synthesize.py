@@ -176,6 +176,13 @@ def _stream(args: argparse.Namespace, vocoder) -> int:
         print("error: --stream takes exactly one INPUT ('-' or a .npy file) and no --fold", file=sys.stderr)
         return 2
     output = args.output if args.output.suffix.lower() == ".wav" else args.output / "stream.wav"
+    if vocoder.mel_projection:
+        network = vocoder.model.lookahead_frames
+        print(
+            f"note: {vocoder.mel_projection} iterations of the mel projection: audio runs "
+            f"{vocoder.lookahead_frames} frames behind the mel ({network} with --mel-projection 0)",
+            file=sys.stderr,
+        )
     try:
         return stream_file(
             vocoder, str(args.inputs[0]), output, args.seed, args.temperature, args.speaker, args.stream_timeout
