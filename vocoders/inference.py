@@ -105,7 +105,7 @@ class Vocoder:
         mel: `MelSpectrogram` of that contract (audio [B, samples] -> mel [B, n_mels, frames]).
         model: the underlying `VocoderModel`; engine: the sampling engine in use.
         fold: the fold-batching segment and overlap (frames), or None to generate each utterance whole.
-        mel_projection: iterations of `vocoders.mel_projection` applied to every whole-utterance output
+        mel_projection: iterations of `vocoders.mel_projection` applied to every output, streams included
             (0 = the network's audio as generated); a checkpoint may carry its own default.
     """
 
