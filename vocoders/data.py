@@ -320,6 +320,14 @@ def mel_window(mel: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.asarray(mel[:, index], dtype=np.float32)
 
 
+def f0_window(f0: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """f0[start:start + frames] float32, zero (unvoiced) past the end of the utterance."""
+    out = np.zeros(frames, dtype=np.float32)
+    known = np.asarray(f0[start : start + frames], dtype=np.float32)
+    out[: len(known)] = known
+    return out
+
+
 class SegmentDataset(Dataset):
     """Random hop-aligned segments, one per utterance per epoch.
 
@@ -353,7 +361,5 @@ class SegmentDataset(Dataset):
         audio[: len(piece)] = piece  # utterances shorter than a segment are zero-padded
         if not self.with_f0:
             return torch.from_numpy(mel), torch.from_numpy(audio)
-        f0 = np.zeros(self.segment_frames, dtype=np.float32)
-        known = np.asarray(feats.f0[start:stop], dtype=np.float32)
-        f0[: len(known)] = known  # the zero padding is unvoiced
+        f0 = f0_window(feats.f0, start, self.segment_frames)
         return torch.from_numpy(mel), torch.from_numpy(audio), torch.from_numpy(f0)

@@ -32,8 +32,9 @@ import torch
 
 from .audio import read_audio
 from .checkpoint import add_settings_argument
-from .data import FeatureCache, Features, find_utterances, mel_window
+from .data import F0_FRAME_MS, FeatureCache, Features, f0_window, find_utterances, mel_window
 from .engines import ENGINES, make_engine
+from .metrics import frame_f0
 from .models.base import VocoderModel
 from .sampling import draw_noise, sample_categorical
 
@@ -121,8 +122,9 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
         chunk = utt.audio[start * hop : (start + segment_frames) * hop]
         piece[: len(chunk)] = chunk
         audios.append(piece)
-        if model.reads_f0:
-            f0s.append(_segment_f0(utt, model.mel_config, start, segment_frames))
+        if model.reads_f0:  # the tracker over the whole utterance, as training's feature cache runs it
+            track = frame_f0(utt.audio, model.mel_config.sample_rate, model.hop_length, F0_FRAME_MS)
+            f0s.append(f0_window(track, start, segment_frames))
     mel = torch.from_numpy(np.stack(mels))
     audio = torch.from_numpy(np.stack(audios))
     extra = (torch.from_numpy(np.stack(f0s)),) if f0s else ()
@@ -133,19 +135,6 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
         name: float(model.loss(m, audio, *extra)[0])
         for name, m in (("true", mel), ("zeroed", zeroed), ("shuffled", shuffled))
     }
-
-
-def _segment_f0(utterance: Utterance, config, start: int, frames: int) -> np.ndarray:
-    """The reference tracker's F0 [frames] (Hz, 0 = unvoiced or past the end) of an utterance from
-    frame `start`, tracked over the whole utterance as training's feature cache tracks it."""
-    from .data import F0_FRAME_MS
-    from .metrics import frame_f0
-
-    track = frame_f0(utterance.audio, config.sample_rate, config.hop_length, F0_FRAME_MS)
-    f0 = np.zeros(frames, dtype=np.float32)
-    known = np.asarray(track[start : start + frames], dtype=np.float32)
-    f0[: len(known)] = known
-    return f0
 
 
 @torch.no_grad()

@@ -138,6 +138,21 @@ class MelConfig:
         """Samples padded on each side when `center` is False."""
         return (self.n_fft - self.hop_length) // 2
 
+    @property
+    def edge_padding(self) -> int:
+        """Samples the STFT pads before the first frame and after the last: n_fft // 2 centred (as
+        torch.stft pads), else `padding`."""
+        return self.n_fft // 2 if self.center else self.padding
+
+    @property
+    def edge_pad_mode(self) -> str:
+        """How the STFT pads the edges: torch.stft's reflection when centred, else `pad_mode`."""
+        return "reflect" if self.center else self.pad_mode
+
+    def num_samples(self, frames: int) -> int:
+        """Samples a vocoder gives for `frames` frames: frames * hop, or (frames - 1) * hop centred."""
+        return (frames - 1) * self.hop_length if self.center else frames * self.hop_length
+
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a signal of `num_samples` samples."""
         if self.center:
@@ -244,7 +259,7 @@ class MelSpectrogram(nn.Module):
             win_length=c.win_length,
             window=self.window.to(x.device),
             center=c.center,
-            pad_mode="reflect",
+            pad_mode=c.edge_pad_mode,  # used only when centred: the other case is padded above
             normalized=False,
             onesided=True,
             return_complex=True,

@@ -26,7 +26,7 @@ from .engines import FoldConfig, FoldEngine, make_engine
 from .errors import CheckpointError, MelError
 from .features import MelConfig, MelSpectrogram
 from .mel_projection import mel_projection as project_onto_mel
-from .mel_projection import projection_lag_samples
+from .mel_projection import projection_lookahead_frames
 from .models.base import VocoderModel
 from .sampling import draw_noise
 from .streaming import Stream
@@ -187,8 +187,7 @@ class Vocoder:
     def lookahead_frames(self) -> int:
         """Mel frames a stream holds back: a frame's audio needs the mel this far past it (the network's
         context, and the mel projection's at this vocoder's default iterations)."""
-        lag = projection_lag_samples(self.mel_config, self.mel_projection)
-        return self.model.lookahead_frames + -(-lag // self.hop_length)
+        return self.model.lookahead_frames + projection_lookahead_frames(self.mel_config, self.mel_projection)
 
     def stream(
         self,
@@ -203,7 +202,7 @@ class Vocoder:
 
         With the same seed the concatenated audio equals `self(mel, seed=seed, mel_projection=...)`,
         projected as the stream projects: mel_projection None takes this vocoder's iterations, whose
-        look-ahead (`projection_lag_samples`) the stream's `lookahead_frames` includes; 0 streams the
+        look-ahead (`projection_lookahead_frames`) the stream's `lookahead_frames` includes; 0 streams the
         network's audio with the least latency. Fold batching does not apply: a stream runs the engine
         itself. Raises StreamingError where the engine cannot stream.
         block_frames: frames generated per block when the stream is iterated (see vocoders.streaming).

@@ -25,7 +25,7 @@ import torch
 
 from .features import MelConfig, mel_filterbank
 
-__all__ = ["MelProjector", "mel_projection", "mel_magnitude", "projection_lag_samples", "signal_length"]
+__all__ = ["MelProjector", "mel_projection", "mel_magnitude", "projection_lag_samples", "projection_lookahead_frames"]
 
 MAX_GAIN = 20.0  # per-band correction bound per iteration (26 dB): a silent band is not blown up to noise
 
@@ -45,26 +45,21 @@ def _window(config: MelConfig) -> torch.Tensor:
     return window
 
 
-def _edge_padding(config: MelConfig) -> int:
-    """Samples of padding in front of the first frame (and after the last)."""
-    return config.n_fft // 2 if config.center else config.padding
-
-
-def signal_length(config: MelConfig, frames: int) -> int:
-    """Samples a vocoder gives for `frames` mel frames: frames * hop, or (frames - 1) * hop centred."""
-    return (frames - 1) * config.hop_length if config.center else frames * config.hop_length
-
-
 def projection_lag_samples(config: MelConfig, iterations: int) -> int:
     """Samples a streamed projection's output runs behind its input (audio final up to sample A gives
     projected audio final up to A - lag, for A on a frame boundary)."""
-    hop, pad = config.hop_length, _edge_padding(config)
+    hop, pad = config.hop_length, config.edge_padding
     start = (1 << 20) // hop * hop  # far from both edges
     final = start + pad  # padded end of the final input
     for _ in range(iterations):
         frames = (final - config.n_fft) // hop + 1
         final = frames * hop
     return start - (final - pad) if iterations else 0
+
+
+def projection_lookahead_frames(config: MelConfig, iterations: int) -> int:
+    """Mel frames a stream holds back for the projection: its lag rounded up to whole frames."""
+    return -(-projection_lag_samples(config, iterations) // config.hop_length)
 
 
 class _BandSums:
@@ -143,7 +138,7 @@ class _Iteration:
             # frame f reads padded samples up to f hop + n_fft, i.e. input up to f hop + n_fft - pad
             ready = (p.pad + self.received - p.n_fft) // p.hop + 1
             ready = min(ready, p.mel_frames)
-            if p.config.pad_mode == "reflect" and self.received <= p.pad:
+            if p.config.edge_pad_mode == "reflect" and self.received <= p.pad:
                 ready = 0  # the left edge's reflection reads samples 1 .. pad
             if ready - self.frames < self.min_frames:
                 ready = self.frames  # wait for a batch: a call costs more than a frame
@@ -203,14 +198,15 @@ class _Iteration:
         inside = index >= 0
         if length is not None:
             inside &= index < length
-        if p.config.pad_mode == "reflect":
+        mode = p.config.edge_pad_mode
+        if mode == "reflect":
             index = index.abs()
             if length is not None:
                 index = torch.where(index >= length, 2 * (length - 1) - index, index)
         else:  # "replicate", or "constant" whose padding is masked to zero below
             index = index.clamp(0, (length if length is not None else self.received) - 1)
         values = self.buffer[:, index - self.buffer_start]
-        return torch.where(inside, values, 0.0) if p.config.pad_mode == "constant" else values
+        return torch.where(inside, values, 0.0) if mode == "constant" else values
 
     def _trim(self) -> None:
         """Drop input no later frame reads: the next frame starts at signal index frames * hop - pad (while
@@ -238,7 +234,7 @@ class MelProjector:
         if iterations < 0:
             raise ValueError(f"mel projection iterations must be >= 0, got {iterations}")
         self.config, self.iterations, self.batch = config, int(iterations), int(batch)
-        self.hop, self.n_fft, self.pad = config.hop_length, config.n_fft, _edge_padding(config)
+        self.hop, self.n_fft, self.pad = config.hop_length, config.n_fft, config.edge_padding
         self.blocks_per_frame = -(-self.n_fft // self.hop)
         self.lag_samples = projection_lag_samples(config, self.iterations)
         self.window = _window(config)
@@ -251,8 +247,8 @@ class MelProjector:
         self.sums = _BandSums(filters)
         self.interior_overlap = self.overlap(torch.tensor([self.blocks_per_frame - 1]), None)  # [1, hop]
         self.target = torch.zeros(self.batch, config.n_mels, 0, dtype=torch.float64)  # the filterbank's output
+        self.target_start = 0  # frame index of target[..., 0]: frames every iteration has computed are dropped
         self.mel_frames = 0
-        self.raw = torch.zeros(self.batch, 0)  # the input while it is too short to project
         self.samples_in = 0
         if min_frames < 1:
             raise ValueError(f"min_frames must be >= 1, got {min_frames}")
@@ -276,8 +272,6 @@ class MelProjector:
         self.samples_in += audio.shape[1]
         if not self.iterations:
             return audio.float()
-        if self.samples_in <= self.pad:  # too short to project yet: it may stay so (see close)
-            self.raw = torch.cat([self.raw, audio.float()], dim=1)
         return self._run(audio.double(), None)
 
     def close(self) -> torch.Tensor:
@@ -288,18 +282,22 @@ class MelProjector:
             raise RuntimeError("this mel projector is closed")
         self.closed = True
         length = self.samples_in
-        expected = signal_length(self.config, self.mel_frames) if self.mel_frames else 0
+        expected = self.config.num_samples(self.mel_frames) if self.mel_frames else 0
         if self.iterations and length != expected:
             raise ValueError(f"a mel of {self.mel_frames} frames gives {expected} samples, got audio of {length}")
         if not self.iterations:
             return torch.zeros(self.batch, 0)
-        if length <= self.pad:
-            return self.raw
+        if length <= self.pad:  # nothing was framed, so the first iteration still holds all of the input
+            return self.stages[0].buffer.float()
         return self._run(torch.zeros(self.batch, 0, dtype=torch.float64), length)
 
     def _run(self, samples: torch.Tensor, length: int | None) -> torch.Tensor:
         for stage in self.stages:
             samples = stage.push(samples, length)
+        done = self.stages[-1].frames  # the last iteration is the furthest behind
+        if done > self.target_start:
+            self.target = self.target[:, :, done - self.target_start :]
+            self.target_start = done
         return samples.clamp(-1.0, 1.0).float()
 
     def overlap(self, blocks: torch.Tensor, limit: int | None) -> torch.Tensor:
@@ -327,7 +325,7 @@ class MelProjector:
             magnitude = magnitude.pow(config.power)
         magnitude = magnitude.transpose(1, 2).contiguous()  # [B, K, n]
         measured = self.sums.bands(magnitude)  # [B, n_mels, n]
-        target = self.target[:, :, first : first + count]
+        target = self.target[:, :, first - self.target_start : first - self.target_start + count]
         ratio = (target / measured.clamp_min(1e-12)).clamp(1.0 / MAX_GAIN, MAX_GAIN)
         # the bands' mean ratio per bin; 1 for bins no band covers (above fmax)
         gain = torch.addcmul(self.uncovered, self.sums.bins(ratio), self.inverse_coverage).transpose(1, 2)
@@ -352,10 +350,10 @@ def mel_projection(audio: torch.Tensor, mel: torch.Tensor, config: MelConfig, it
             f"need audio [B, T] and mel [B, {config.n_mels}, F] of the same batch, got {tuple(audio.shape)} "
             f"and {tuple(mel.shape)}"
         )
-    length = signal_length(config, mel.shape[2])
+    length = config.num_samples(mel.shape[2])
     if audio.shape[1] != length:
         raise ValueError(f"a mel of {mel.shape[2]} frames gives {length} samples, got audio of {audio.shape[1]}")
-    if iterations == 0 or audio.shape[1] <= _edge_padding(config):
+    if iterations == 0 or audio.shape[1] <= config.edge_padding:
         return audio
     projector = MelProjector(config, iterations, batch=audio.shape[0])
     projector.push_mel(mel)

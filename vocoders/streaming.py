@@ -37,7 +37,7 @@ import torch
 
 from .engines.base import EngineStream
 from .errors import MelError
-from .mel_projection import MelProjector
+from .mel_projection import MelProjector, projection_lookahead_frames
 from .sampling import NoiseSource
 
 
@@ -72,8 +72,8 @@ class Stream:
         iterations = vocoder.mel_projection if mel_projection is None else mel_projection
         self._projector = MelProjector(vocoder.mel_config, iterations, batch, block_frames) if iterations else None
         self.mel_projection = int(iterations)
-        lag = self._projector.lag_samples if self._projector else 0
-        self.lookahead_frames = self.model.lookahead_frames + -(-lag // self.model.hop_length)
+        projection = projection_lookahead_frames(vocoder.mel_config, iterations)
+        self.lookahead_frames = self.model.lookahead_frames + projection
         self._engine: EngineStream = vocoder.engine.open_stream(batch, temperature)
         self._noise = NoiseSource(batch, self.model.noise_per_step, seed)
         self.seed = self._noise.seed
