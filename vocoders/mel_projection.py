@@ -16,7 +16,8 @@ every frame that covers it, so each iteration runs `n_fft - hop` samples behind 
 Every frame is computed once per iteration whatever the chunking, and every sum runs in a fixed
 order of its own (the band sums are explicit adds, not a matrix product, whose blocking would follow
 the number of frames in a call), so streamed and whole-utterance projections agree sample for sample.
-`mel_projection` is the same projector fed the whole utterance at once.
+`mel_projection` is the same projector fed the whole utterance at once; `reference_mel_projection`
+is the plain whole-signal version (matrix products, index_add_) it is tested against.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import torch
 
 from .features import MelConfig, mel_filterbank
 
-__all__ = ["MelProjector", "mel_projection", "mel_magnitude", "projection_lag_samples", "projection_lookahead_frames"]
+__all__ = [
+    "MelProjector",
+    "mel_projection",
+    "mel_magnitude",
+    "projection_lag_samples",
+    "projection_lookahead_frames",
+    "reference_mel_projection",
+]
 
 MAX_GAIN = 20.0  # per-band correction bound per iteration (26 dB): a silent band is not blown up to noise
 
@@ -358,3 +366,38 @@ def mel_projection(audio: torch.Tensor, mel: torch.Tensor, config: MelConfig, it
     projector = MelProjector(config, iterations, batch=audio.shape[0])
     projector.push_mel(mel)
     return torch.cat([projector.push(audio), projector.close()], dim=1)
+
+
+def reference_mel_projection(
+    audio: torch.Tensor, mel: torch.Tensor, config: MelConfig, iterations: int
+) -> torch.Tensor:
+    """The plain whole-signal projection `MelProjector` must agree with: every iteration pads the whole
+    signal, frames it, applies the gains with matrix products over the filterbank and overlap-adds
+    with index_add_. Same contract as `mel_projection`; its sums run in another order, so the two agree
+    to float64 rounding, not bit for bit (tests/test_mel_projection.py)."""
+    length, hop, n_fft, pad = config.num_samples(mel.shape[2]), config.hop_length, config.n_fft, config.edge_padding
+    if audio.shape[1] != length:
+        raise ValueError(f"a mel of {mel.shape[2]} frames gives {length} samples, got audio of {audio.shape[1]}")
+    if iterations == 0 or length <= pad:
+        return audio
+    frames, window = mel.shape[2], _window(config)
+    filters = mel_filterbank(config).to(torch.float64)  # [n_mels, K]
+    coverage = filters.sum(0)
+    target = mel_magnitude(mel.cpu(), config).transpose(1, 2)  # [B, F, n_mels]
+    span = (frames - 1) * hop + n_fft
+    index = (torch.arange(frames)[:, None] * hop + torch.arange(n_fft)).flatten()  # [F * n_fft]
+    overlap = torch.zeros(span, dtype=torch.float64).index_add_(0, index, window.square().repeat(frames))
+    x = audio.double().cpu()
+    for _ in range(iterations):
+        if config.edge_pad_mode == "constant":
+            padded = torch.nn.functional.pad(x, (pad, pad))
+        else:
+            padded = torch.nn.functional.pad(x.unsqueeze(1), (pad, pad), mode=config.edge_pad_mode).squeeze(1)
+        spectrum = torch.fft.rfft(padded.unfold(-1, n_fft, hop)[:, :frames] * window, dim=-1)  # [B, F, K]
+        measured = spectrum.abs().pow(config.power) @ filters.t()  # [B, F, n_mels]
+        ratio = (target / measured.clamp_min(1e-12)).clamp(1.0 / MAX_GAIN, MAX_GAIN)
+        gain = torch.where(coverage > 0, (ratio @ filters) / coverage.clamp_min(1e-12), torch.ones_like(coverage))
+        pieces = torch.fft.irfft(spectrum * gain.pow(1.0 / config.power), n=n_fft, dim=-1) * window
+        summed = torch.zeros(x.shape[0], span, dtype=torch.float64).index_add_(1, index, pieces.flatten(1))
+        x = (summed / overlap.clamp_min(1e-8))[:, pad : pad + length]
+    return x.clamp(-1.0, 1.0).float()
