@@ -107,3 +107,36 @@ def test_silent_starts_lists_a_model_that_stays_silent_and_not_one_that_speaks(t
     assert all(row["ratio"] < 0.1 for row in quiet["silent"])
     with pytest.raises(ValueError, match="no utterance has 999 frames"):
         diagnose.silent_starts(Vocoder(tiny_lpcnet, engine="cpu"), utterances, frames=999)
+
+
+def _noisy_speech_like(model, seconds=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 22050) // 256 * 256
+    t = np.arange(n) / 22050
+    audio = (0.3 * np.sin(2 * np.pi * 140 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    return diagnose.Utterance("u", audio, MelSpectrogram(model.mel_config)(torch.from_numpy(audio)).numpy())
+
+
+def test_band_error_tells_a_fixed_gain_from_frame_to_frame_error(tiny_wavernn):
+    config = tiny_wavernn.mel_config
+    utt = _noisy_speech_like(tiny_wavernn)
+    same = diagnose.band_error([utt], {"u": utt.audio}, config)
+    assert same["rms_db"] == pytest.approx(0.0, abs=1e-6) and same["frames"] > 10
+    louder = diagnose.band_error([utt], {"u": 2.0 * utt.audio}, config)
+    assert np.allclose(louder["bias_db"], 20 * np.log10(2.0), atol=0.01)  # every band, the same 6.02 dB
+    assert louder["rms_without_bias_db"] < 0.01 < 6.0 < louder["rms_db"]
+    other = _noisy_speech_like(tiny_wavernn, seed=1).audio  # same spectrum, other noise: spread, little bias
+    noisy = diagnose.band_error([utt], {"u": other}, config)
+    assert noisy["rms_without_bias_db"] > 0.5 and max(noisy["spread_db"]) > 0.5
+    assert len(noisy["band_centre_hz"]) == config.n_mels and noisy["band_centre_hz"] == sorted(noisy["band_centre_hz"])
+    with pytest.raises(ValueError, match="no generated audio"):
+        diagnose.band_error([utt], {"other": utt.audio}, config)
+
+
+def test_read_generated_finds_each_utterance_file_and_refuses_a_folder_without_any(tiny_wavernn, tmp_path):
+    utt = _noisy_speech_like(tiny_wavernn)
+    with pytest.raises(ValueError, match=r"no file named <utterance id>_vocoder.wav"):
+        diagnose.read_generated(tmp_path, [utt], "_vocoder.wav", 22050)
+    sf.write(tmp_path / "u_vocoder.wav", utt.audio, 22050, subtype="FLOAT")
+    found = diagnose.read_generated(tmp_path, [utt], "_vocoder.wav", 22050)
+    assert list(found) == ["u"] and np.array_equal(found["u"], utt.audio)

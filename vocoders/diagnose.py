@@ -12,6 +12,9 @@
   stay silent through speech (generated RMS under a tenth of the truth's on its speech frames): a
   model that has learned to continue digital silence with certainty never leaves the all-zero state
   generation starts from.
+- bands: where generated audio's log-mel departs from the truth's, band by band: the mean error
+  over speech frames (a static bias that a fixed filter would remove) against its spread from frame
+  to frame (what only a better model removes), for the WAVs an evaluation wrote.
 
 Each prints one JSON object; the library functions below are what the tests call.
 """
@@ -342,6 +345,52 @@ def silent_starts(
     return {"checked": len(usable) * len(seeds), "frames": frames, "silent": silent}
 
 
+def band_error(utterances: list[Utterance], generated: dict[str, np.ndarray], config) -> dict[str, Any]:
+    """Per mel band, the generated audio's log-mel error against the truth (dB, generated minus
+    truth) over the truth's speech frames (within SPEECH_FRAME_RANGE_DB of its loudest): the mean
+    (`bias_db`, [n_mels]) and the standard deviation across frames (`spread_db`). `rms_db` is the RMS
+    error over every band and frame; `rms_without_bias_db` the same after subtracting each band's
+    bias, so their gap is what a fixed equaliser could win. `generated` maps utterance id -> audio
+    [samples]; utterances without an entry are skipped, and none at all is refused."""
+    from .features import mel_filterbank
+    from .metrics import SPEECH_FRAME_RANGE_DB, mel_db
+
+    errors = []
+    for utt in utterances:
+        if utt.id not in generated:
+            continue
+        n = min(len(utt.audio), len(generated[utt.id]))
+        truth, ours = mel_db(utt.audio[:n], config), mel_db(np.asarray(generated[utt.id][:n], np.float32), config)
+        energy = truth.mean(0)
+        errors.append((ours - truth)[:, energy >= energy.max() - SPEECH_FRAME_RANGE_DB])
+    if not errors:
+        raise ValueError("no generated audio for any of the utterances")
+    err = np.concatenate(errors, axis=1)
+    bias = err.mean(axis=1)
+    bins = mel_filterbank(config).numpy().argmax(axis=1)
+    return {
+        "utterances": len(errors),
+        "frames": int(err.shape[1]),
+        "band_centre_hz": [round(float(b) * config.sample_rate / config.n_fft, 1) for b in bins],
+        "bias_db": [round(float(b), 2) for b in bias],
+        "spread_db": [round(float(s), 2) for s in err.std(axis=1)],
+        "rms_db": float(np.sqrt((err**2).mean())),
+        "rms_without_bias_db": float(np.sqrt(((err - bias[:, None]) ** 2).mean())),
+    }
+
+
+def read_generated(folder: Path, utterances: list[Utterance], suffix: str, sample_rate: int) -> dict[str, np.ndarray]:
+    """`{id}{suffix}` audio files of `folder` for the utterances that have one (at `sample_rate`)."""
+    out = {}
+    for utt in utterances:
+        path = folder / f"{utt.id}{suffix}"
+        if path.is_file():
+            out[utt.id] = read_audio(path, sample_rate)[0]
+    if not out:
+        raise ValueError(f"{folder}: no file named <utterance id>{suffix} for the {len(utterances)} utterances")
+    return out
+
+
 # ---- command line ---------------------------------------------------------------------------------
 
 
@@ -363,7 +412,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c = sub.add_parser("conditioning", help="validation loss with the true, a zeroed and a shuffled mel")
     a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
     st = sub.add_parser("starts", help="utterance starts that stay silent through speech, over a few seeds")
-    for p in (c, a, st):
+    b = sub.add_parser("bands", help="per-band log-mel bias and spread of generated WAVs against the truth")
+    for p in (c, a, st, b):
         p.add_argument("checkpoint", type=Path)
         p.add_argument("manifest", type=Path)
         p.add_argument("--split", default="valid")
@@ -371,6 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--segment-frames", type=int, default=8)
     a.add_argument("--frames", type=int, default=40)
     st.add_argument("--frames", type=int, default=40)
+    b.add_argument("audio_dir", type=Path, help="folder of generated audio, e.g. an evaluation's REPORT/audio")
+    b.add_argument("--suffix", default="_vocoder.wav", help="file name after the utterance id")
     st.add_argument("--seeds", type=int, default=2, help="noise seeds 0 .. N-1")
     add_settings_argument(st)
     return parser.parse_args(argv)
@@ -396,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
             vocoder = load(args.checkpoint, settings=parse_settings(args.settings))
             utterances = load_utterances(args.manifest, vocoder.model, args.split, args.limit)
             out = silent_starts(vocoder, utterances, args.frames, tuple(range(args.seeds)))
+        elif args.check == "bands":
+            from .inference import load
+
+            model = load(args.checkpoint, engine="reference").model
+            utterances = load_utterances(args.manifest, model, args.split, args.limit)
+            generated = read_generated(args.audio_dir, utterances, args.suffix, model.mel_config.sample_rate)
+            out = band_error(utterances, generated, model.mel_config)
         else:
             from .inference import load
 
