@@ -140,3 +140,63 @@ def test_read_generated_finds_each_utterance_file_and_refuses_a_folder_without_a
     sf.write(tmp_path / "u_vocoder.wav", utt.audio, 22050, subtype="FLOAT")
     found = diagnose.read_generated(tmp_path, [utt], "_vocoder.wav", 22050)
     assert list(found) == ["u"] and np.array_equal(found["u"], utt.audio)
+
+
+def _filter_mel(config, response, frames=5):
+    """The log-mel [1, n_mels, frames] of expected magnitudes 0.01 sqrt(sum w^2) * response(w)."""
+    import math
+
+    from vocoders.features import mel_filterbank
+    from vocoders.lpc import window_energy
+
+    w = torch.linspace(0, math.pi, config.n_fft // 2 + 1, dtype=torch.float64)
+    magnitude = 0.01 * math.sqrt(window_energy(config)) * response(w)
+    mel = torch.log((mel_filterbank(config) @ magnitude).clamp_min(config.log_floor))
+    return mel[:, None].repeat(1, frames)[None].float()
+
+
+def _resonance(w, hz=700.0, radius=0.95):
+    import math
+
+    theta = 2 * math.pi * hz / 22050
+    return 1.0 / (1 - 2 * radius * math.cos(theta) * torch.exp(-1j * w) + radius**2 * torch.exp(-2j * w)).abs()
+
+
+def test_envelope_mel_gives_back_an_all_pole_spectrum_level_included(mel_config):
+    from vocoders.lpc import envelope_mel
+    from vocoders.metrics import features_db
+
+    mel = _filter_mel(mel_config, _resonance)
+    for preemphasis in (0.0, 0.85):
+        envelope = envelope_mel(mel, mel_config, order=16, preemphasis=preemphasis, lag_window_hz=0.0)
+        assert envelope.shape == mel.shape
+        error = features_db(envelope[0].numpy(), mel_config) - features_db(mel[0].numpy(), mel_config)
+        assert np.abs(error).max() < 1.0  # dB, every band: the resonance and the gain come back
+
+
+def test_envelope_error_grows_where_an_all_pole_model_cannot_follow(mel_config):
+    def notched(w):  # a zero near 2 kHz on top of the resonance: no all-pole filter has it exactly
+        zero = (1 - 1.9 * torch.cos(torch.tensor(2 * np.pi * 2000 / 22050)) * torch.exp(-1j * w)) + 0.9025 * torch.exp(
+            -2j * w
+        )
+        return _resonance(w) * zero.abs()
+
+    utterances = [diagnose.Utterance(name, np.zeros(1280, np.float32), _filter_mel(mel_config, r)[0].numpy())
+                  for name, r in (("pole", _resonance), ("zero", notched))]  # fmt: skip
+    pole = diagnose.envelope_error(utterances[:1], mel_config, order=16, preemphasis=0.0, lag_window_hz=0.0)
+    assert pole["rms_db"] < 0.5 and pole["frames"] == 5 and len(pole["bias_db"]) == mel_config.n_mels
+    low, high = (
+        diagnose.envelope_error(utterances[1:], mel_config, order=o, preemphasis=0.0, lag_window_hz=0.0)
+        for o in (4, 32)
+    )
+    assert high["rms_db"] < low["rms_db"] and low["rms_db"] > 1.0
+    assert low["order"] == 4 and high["order"] == 32
+
+
+def test_envelope_cli_refuses_a_model_without_lpc(tmp_path, tiny_wavernn, capsys):
+    from vocoders.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "w.safetensors", tiny_wavernn, step=1)
+    (tmp_path / "m.csv").write_text("id|path|split\n")
+    assert diagnose.main(["envelope", str(path), str(tmp_path / "m.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {path}: a WaveRNN has no LPC envelope"

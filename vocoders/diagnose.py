@@ -15,6 +15,10 @@
 - bands: where generated audio's log-mel departs from the truth's, band by band: the mean error
   over speech frames (a static bias that a fixed filter would remove) against its spread from frame
   to frame (what only a better model removes), for the WAVs an evaluation wrote.
+- envelope: for an LPC model, how much of the mel its all-pole envelope carries: the shape error of
+  the envelope (white excitation at each frame's gain) against the mel, band by band; the rest is
+  what the network's excitation has to colour. `--order`, `--preemphasis`, `--lag-window-hz`
+  compare other envelopes on the same mels.
 
 Each prints one JSON object; the library functions below are what the tests call.
 """
@@ -347,13 +351,9 @@ def silent_starts(
 
 def band_error(utterances: list[Utterance], generated: dict[str, np.ndarray], config) -> dict[str, Any]:
     """Per mel band, the generated audio's log-mel error against the truth (dB, generated minus
-    truth) over the truth's speech frames (within SPEECH_FRAME_RANGE_DB of its loudest): the mean
-    (`bias_db`, [n_mels]) and the standard deviation across frames (`spread_db`). `rms_db` is the RMS
-    error over every band and frame; `rms_without_bias_db` the same after subtracting each band's
-    bias, so their gap is what a fixed equaliser could win. `generated` maps utterance id -> audio
-    [samples]; utterances without an entry are skipped, and none at all is refused."""
-    from .features import mel_filterbank
-    from .metrics import SPEECH_FRAME_RANGE_DB, mel_db
+    truth) over the truth's speech frames: see `_band_statistics`. `generated` maps utterance id ->
+    audio [samples]; utterances without an entry are skipped, and none at all is refused."""
+    from .metrics import mel_db
 
     errors = []
     for utt in utterances:
@@ -361,10 +361,49 @@ def band_error(utterances: list[Utterance], generated: dict[str, np.ndarray], co
             continue
         n = min(len(utt.audio), len(generated[utt.id]))
         truth, ours = mel_db(utt.audio[:n], config), mel_db(np.asarray(generated[utt.id][:n], np.float32), config)
-        energy = truth.mean(0)
-        errors.append((ours - truth)[:, energy >= energy.max() - SPEECH_FRAME_RANGE_DB])
+        errors.append((ours - truth)[:, _speech_frames(truth)])
     if not errors:
         raise ValueError("no generated audio for any of the utterances")
+    return _band_statistics(errors, config)
+
+
+def envelope_error(
+    utterances: list[Utterance], config, order: int, preemphasis: float, lag_window_hz: float
+) -> dict[str, Any]:
+    """How far the all-pole envelope an LPC model derives from the mel (`vocoders.lpc.envelope_mel`:
+    white excitation at each frame's gain) is from the mel itself, in shape: each frame's mean level
+    over the bands is removed from the error first, so only what the excitation must still colour is
+    left. Over the truth's speech frames; statistics as `_band_statistics`."""
+    from .lpc import envelope_mel
+    from .metrics import features_db
+
+    errors = []
+    for utt in utterances:
+        truth = features_db(utt.mel, config)
+        mel = torch.tensor(np.asarray(utt.mel, dtype=np.float32)).unsqueeze(0)
+        envelope = features_db(envelope_mel(mel, config, order, preemphasis, lag_window_hz)[0].numpy(), config)
+        diff = (envelope - truth)[:, _speech_frames(truth)]
+        errors.append(diff - diff.mean(axis=0, keepdims=True))
+    result = _band_statistics(errors, config)
+    result.update(order=order, preemphasis=preemphasis, lag_window_hz=lag_window_hz)
+    return result
+
+
+def _speech_frames(truth_db: np.ndarray) -> np.ndarray:
+    """Frames [frames] bool of a truth's mel dB [n_mels, frames] within SPEECH_FRAME_RANGE_DB of its loudest."""
+    from .metrics import SPEECH_FRAME_RANGE_DB
+
+    energy = truth_db.mean(axis=0)
+    return energy >= energy.max() - SPEECH_FRAME_RANGE_DB
+
+
+def _band_statistics(errors: list[np.ndarray], config) -> dict[str, Any]:
+    """Errors [n_mels, frames] (dB) pooled over utterances -> per band the mean (`bias_db`, what a
+    fixed equaliser would remove) and the standard deviation across frames (`spread_db`, what only a
+    better model removes); `rms_db` over every band and frame and `rms_without_bias_db` after each
+    band's bias is subtracted; each band's centre (its filter's peak bin) in Hz."""
+    from .features import mel_filterbank
+
     err = np.concatenate(errors, axis=1)
     bias = err.mean(axis=1)
     bins = mel_filterbank(config).numpy().argmax(axis=1)
@@ -413,7 +452,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = sub.add_parser("agreement", help="engine logits under teacher forcing vs the training forward pass")
     st = sub.add_parser("starts", help="utterance starts that stay silent through speech, over a few seeds")
     b = sub.add_parser("bands", help="per-band log-mel bias and spread of generated WAVs against the truth")
-    for p in (c, a, st, b):
+    e = sub.add_parser("envelope", help="shape error of an LPC model's all-pole envelope against the mel")
+    for p in (c, a, st, b, e):
         p.add_argument("checkpoint", type=Path)
         p.add_argument("manifest", type=Path)
         p.add_argument("--split", default="valid")
@@ -423,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     st.add_argument("--frames", type=int, default=40)
     b.add_argument("audio_dir", type=Path, help="folder of generated audio, e.g. an evaluation's REPORT/audio")
     b.add_argument("--suffix", default="_vocoder.wav", help="file name after the utterance id")
+    e.add_argument("--order", type=int, default=None, help="default: the model's")
+    e.add_argument("--preemphasis", type=float, default=None, help="default: the model's")
+    e.add_argument("--lag-window-hz", type=float, default=None, help="default: the model's")
     st.add_argument("--seeds", type=int, default=2, help="noise seeds 0 .. N-1")
     add_settings_argument(st)
     return parser.parse_args(argv)
@@ -455,6 +498,19 @@ def main(argv: list[str] | None = None) -> int:
             utterances = load_utterances(args.manifest, model, args.split, args.limit)
             generated = read_generated(args.audio_dir, utterances, args.suffix, model.mel_config.sample_rate)
             out = band_error(utterances, generated, model.mel_config)
+        elif args.check == "envelope":
+            from .inference import load
+
+            model = load(args.checkpoint, engine="reference").model
+            if not hasattr(model, "lpc_order"):
+                raise ValueError(f"{args.checkpoint}: a {type(model).__name__} has no LPC envelope")
+            utterances = load_utterances(args.manifest, model, args.split, args.limit)
+            lpc = {
+                "order": model.lpc_order if args.order is None else args.order,
+                "preemphasis": model.preemphasis if args.preemphasis is None else args.preemphasis,
+                "lag_window_hz": model.lag_window_hz if args.lag_window_hz is None else args.lag_window_hz,
+            }
+            out = envelope_error(utterances, model.mel_config, **lpc)
         else:
             from .inference import load
 

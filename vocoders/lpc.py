@@ -133,6 +133,27 @@ def lpc_from_mel(
     return coeffs.float(), (error.clamp_min(0.0) / window_energy(config)).sqrt().float()
 
 
+def envelope_mel(
+    mel: torch.Tensor, config: MelConfig, order: int = 16, preemphasis: float = 0.85, lag_window_hz: float = 50.0
+) -> torch.Tensor:
+    """The log-mel (the config's own units) that white excitation of each frame's gain implies after
+    the all-pole synthesis filter and the de-emphasis: how much of the mel the envelope alone carries
+    (whatever it misses, the excitation must). mel [B, n_mels, F] -> [B, n_mels, F] float64.
+
+    Expected STFT magnitudes stand in for a noise excitation's random ones: |X(k)| = g sqrt(sum w^2)
+    / |A(k)| / |1 - alpha e^{-jw_k}|.
+    """
+    coeffs, gain = lpc_from_mel(mel, config, order, preemphasis, lag_window_hz, with_gain=True)
+    bins = config.n_fft // 2 + 1
+    a = torch.cat([torch.ones_like(coeffs[..., :1]), -coeffs], dim=-1).double()  # A(z) = 1 - sum c_k z^-k
+    response = torch.fft.rfft(a, n=config.n_fft).abs()  # [B, F, bins]
+    emphasis = torch.fft.rfft(torch.tensor([1.0, -float(preemphasis)], dtype=torch.float64), n=config.n_fft).abs()
+    magnitude = gain.double().unsqueeze(-1) * math.sqrt(window_energy(config)) / (response * emphasis[:bins])
+    linear = linear_rows(magnitude**config.power, mel_filterbank(config).to(mel.device)).clamp_min(config.log_floor)
+    values = (torch.log(linear) if config.log_base == "e" else torch.log10(linear)) * config.log_multiplier
+    return ((values - config.mean) / config.std).transpose(1, 2)
+
+
 def predict(signal: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """The linear prediction p_t = sum_k c_{t,k} s_{t-k} of every sample from the ones before it.
 

@@ -78,7 +78,12 @@ def _check_pair(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np
 def mel_db(audio: np.ndarray, config: MelConfig) -> np.ndarray:
     """Mel magnitude of `config` in dB (20 log10), floored by the config's log floor. [n_mels, frames]."""
     mel = MelSpectrogram(config)(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).double().numpy()
-    mel = (mel * config.std + config.mean) / config.log_multiplier
+    return features_db(mel, config)
+
+
+def features_db(mel: np.ndarray, config: MelConfig) -> np.ndarray:
+    """A log-mel in the config's own units (normalised, any base and multiplier) as magnitude dB."""
+    mel = (np.asarray(mel, dtype=np.float64) * config.std + config.mean) / config.log_multiplier
     log10 = mel / math.log(10.0) if config.log_base == "e" else mel
     return (20.0 / config.power) * log10
 
