@@ -15,13 +15,31 @@
 
 typedef uint16_t v16h_mem __attribute__((vector_size(32), aligned(2)));
 
-/* 16 half-precision values -> float32 lanes. float16 by bit manipulation where the target has no
- * conversion instruction: exponent and mantissa moved to float32 places, then scaled by 2^112 to
- * rebias (exact for normal and subnormal values; weights are never infinite). bfloat16 is the top
- * half of a float32. */
-INLINE v16f f16_load(const uint16_t *p) {
+/* Half-precision values -> float32 lanes (VL of them, or 16 for the 4x4 blocks' v16f). float16 by bit
+ * manipulation where the target has no conversion instruction: exponent and mantissa moved to
+ * float32 places, then scaled by 2^112 to rebias (exact for normal and subnormal values; weights are
+ * never infinite). bfloat16 is the top half of a float32. */
+INLINE vf f16_load(const uint16_t *p) {
 #if defined(__AVX512F__)
-    return (v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
+    vu bits = __builtin_convertvector(*(const vh_mem *)p, vu);
+    vf magnitude = (vf)((bits & 0x7FFFu) << 13) * 0x1p112f;
+    return (vf)((vu)magnitude | ((bits & 0x8000u) << 16));
+#endif
+}
+
+INLINE vf bf16_load(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#else
+    return (vf)(__builtin_convertvector(*(const vh_mem *)p, vu) << 16);
+#endif
+}
+
+INLINE v16f f16_load16(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return f16_load(p);
 #else
     v16u bits = __builtin_convertvector(*(const v16h_mem *)p, v16u);
     v16f magnitude = (v16f)((bits & 0x7FFFu) << 13) * 0x1p112f;
@@ -29,9 +47,9 @@ INLINE v16f f16_load(const uint16_t *p) {
 #endif
 }
 
-INLINE v16f bf16_load(const uint16_t *p) {
+INLINE v16f bf16_load16(const uint16_t *p) {
 #if defined(__AVX512F__)
-    return (v16f)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+    return bf16_load(p);
 #else
     return (v16f)(__builtin_convertvector(*(const v16h_mem *)p, v16u) << 16);
 #endif
@@ -68,11 +86,18 @@ INLINE v16f spread4(const float *x) {
 #endif
 }
 
-/* Block `index` of 16 values as float32. `dtype` is a constant at every call site. */
-INLINE v16f block_values(const void *values, int dtype, size_t index) {
-    if (dtype == WEIGHT_F16) return f16_load((const uint16_t *)values + 16 * index);
-    if (dtype == WEIGHT_BF16) return bf16_load((const uint16_t *)values + 16 * index);
-    return vload((const float *)values + 16 * index);
+/* Values [VL index, VL index + VL) as float32. `dtype` is a constant at every call site. */
+INLINE vf block_values(const void *values, int dtype, size_t index) {
+    if (dtype == WEIGHT_F16) return f16_load((const uint16_t *)values + VL * index);
+    if (dtype == WEIGHT_BF16) return bf16_load((const uint16_t *)values + VL * index);
+    return vload((const float *)values + VL * index);
+}
+
+/* Block `index` of 16 values (a 4x4 block) as float32. */
+INLINE v16f block_values16(const void *values, int dtype, size_t index) {
+    if (dtype == WEIGHT_F16) return f16_load16((const uint16_t *)values + 16 * index);
+    if (dtype == WEIGHT_BF16) return bf16_load16((const uint16_t *)values + 16 * index);
+    return vload16((const float *)values + 16 * index);
 }
 
 /* y[16 g .. 16 g + 16) for every group of a 16x1 matrix; four independent accumulators. The blocks
@@ -85,15 +110,25 @@ INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *
     const int32_t *col = m->block_col + m->group_start[0];
     for (int g = 0; g < groups; g++) {
         const int32_t *const end = m->block_col + m->group_start[g + 1];
-        v16f a0 = m->bias ? vload(m->bias + 16 * g) : vsplat(0.0f), a1 = vsplat(0.0f), a2 = a1, a3 = a1;
-        for (; col + 4 <= end; col += 4, values += 64 * value_bytes) {
-            a0 += block_values(values, dtype, 0) * x[col[0]];
-            a1 += block_values(values, dtype, 1) * x[col[1]];
-            a2 += block_values(values, dtype, 2) * x[col[2]];
-            a3 += block_values(values, dtype, 3) * x[col[3]];
+        vf a0[NV], a1[NV], a2[NV], a3[NV];
+        for (int h = 0; h < NV; h++) {
+            a0[h] = m->bias ? vload(m->bias + 16 * g + VL * h) : vsplat(0.0f);
+            a1[h] = a2[h] = a3[h] = vsplat(0.0f);
         }
-        for (; col < end; col++, values += 16 * value_bytes) a0 += block_values(values, dtype, 0) * x[col[0]];
-        vstore(y + 16 * g, (a0 + a1) + (a2 + a3));
+        for (; col + 4 <= end; col += 4, values += 64 * value_bytes) {
+            const float x0 = x[col[0]], x1 = x[col[1]], x2 = x[col[2]], x3 = x[col[3]];
+            for (int h = 0; h < NV; h++) {
+                a0[h] += block_values(values, dtype, h) * x0;
+                a1[h] += block_values(values, dtype, NV + h) * x1;
+                a2[h] += block_values(values, dtype, 2 * NV + h) * x2;
+                a3[h] += block_values(values, dtype, 3 * NV + h) * x3;
+            }
+        }
+        for (; col < end; col++, values += 16 * value_bytes) {
+            const float x0 = x[col[0]];
+            for (int h = 0; h < NV; h++) a0[h] += block_values(values, dtype, h) * x0;
+        }
+        for (int h = 0; h < NV; h++) vstore(y + 16 * g + VL * h, (a0[h] + a1[h]) + (a2[h] + a3[h]));
     }
 }
 
@@ -103,12 +138,12 @@ INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) 
     const size_t value_bytes = dtype == WEIGHT_F32 ? 4 : 2;
     const char *values = (const char *)m->values + 16 * value_bytes * (size_t)m->group_start[g];
     const int32_t *col = m->block_col + m->group_start[g], *const end = m->block_col + m->group_start[g + 1];
-    v16f a0 = vsplat(0.0f), a1 = a0;
+    v16f a0 = {0}, a1 = a0;
     for (; col + 2 <= end; col += 2, values += 32 * value_bytes) {
-        a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
-        a1 += block_values(values, dtype, 1) * spread4(x + col[1]);
+        a0 += block_values16(values, dtype, 0) * spread4(x + col[0]);
+        a1 += block_values16(values, dtype, 1) * spread4(x + col[1]);
     }
-    if (col < end) a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
+    if (col < end) a0 += block_values16(values, dtype, 0) * spread4(x + col[0]);
     return a0 + a1;
 }
 
@@ -126,8 +161,8 @@ INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y
         v16f s01 = __builtin_shuffle(a0, a1, low8) + __builtin_shuffle(a0, a1, high8); /* 2 columns each */
         v16f s23 = __builtin_shuffle(a2, a3, low8) + __builtin_shuffle(a2, a3, high8);
         v16f out = __builtin_shuffle(s01, s23, low4) + __builtin_shuffle(s01, s23, high4); /* 4 rows each */
-        if (m->bias) out += vload(m->bias + 16 * q);
-        vstore(y + 16 * q, out);
+        if (m->bias) out += vload16(m->bias + 16 * q);
+        vstore16(y + 16 * q, out);
     }
 }
 
@@ -147,21 +182,24 @@ static void spmv_generic(const sparse_matrix *m, int dtype, const float *x, floa
     }
 }
 
-/* Rows [first, first + 16 n) of a dense column-major matrix over the active inputs: each active
- * column is a contiguous run of 16 n values, accumulated into n vectors kept in registers. */
+/* Rows [first, first + VL n) of a dense column-major matrix over the active inputs: each active
+ * column is a contiguous run of VL n values, accumulated into n vectors kept in registers. */
 INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x, float *y, const int32_t *active,
                                int count, int first, int n) {
-    const size_t stride = (size_t)padded_rows(m->rows) / 16; /* blocks of 16 values per column */
-    v16f acc[16];
-    for (int i = 0; i < n; i++) acc[i] = m->bias ? vload(m->bias + first + 16 * i) : vsplat(0.0f);
+    const size_t stride = (size_t)padded_rows(m->rows) / VL; /* vectors per column */
+    vf acc[16];
+    for (int i = 0; i < n; i++) acc[i] = m->bias ? vload(m->bias + first + VL * i) : vsplat(0.0f);
     for (int k = 0; k < count; k++) {
         const int j = active[k];
         const float xj = x[j];
-        const size_t base = (size_t)j * stride + first / 16;
+        const size_t base = (size_t)j * stride + first / VL;
         for (int i = 0; i < n; i++) acc[i] += block_values(m->values, dtype, base + i) * xj;
     }
-    for (int i = 0; i < n; i++) vstore(y + first + 16 * i, acc[i]);
+    for (int i = 0; i < n; i++) vstore(y + first + VL * i, acc[i]);
 }
+
+/* Accumulators of a chunk: all but a few of the registers (32 on AVX-512, 16 otherwise). */
+#define DENSE_CHUNK (VL == 16 ? 16 : 12)
 
 #define CHUNK_CASE(n) \
     case n: dense_active_chunk(m, dtype, x, y, active, count, first, n); break;
@@ -192,8 +230,8 @@ INLINE int active_columns(const float *x, int count, int32_t *active) {
 INLINE int dense_active(const sparse_matrix *m, int dtype, const float *x, float *y, int32_t *active) {
     const int count = active_columns(x, m->cols, active);
     const int rows = padded_rows(m->rows);
-    for (int first = 0; first < rows; first += 256) {
-        switch ((rows - first) / 16 < 16 ? (rows - first) / 16 : 16) {
+    for (int first = 0; first < rows; first += DENSE_CHUNK * VL) {
+        switch ((rows - first) / VL < DENSE_CHUNK ? (rows - first) / VL : DENSE_CHUNK) {
             CHUNK_CASE(1) CHUNK_CASE(2) CHUNK_CASE(3) CHUNK_CASE(4) CHUNK_CASE(5) CHUNK_CASE(6) CHUNK_CASE(7)
             CHUNK_CASE(8) CHUNK_CASE(9) CHUNK_CASE(10) CHUNK_CASE(11) CHUNK_CASE(12) CHUNK_CASE(13) CHUNK_CASE(14)
             CHUNK_CASE(15) CHUNK_CASE(16)
@@ -224,8 +262,8 @@ static int sparse_matvec(const sparse_matrix *m, const float *x, float *y, int32
 /* The loops' activations over an array, for the tests that bound their error. */
 static void activation(int kind, const float *x, float *out, size_t count) {
     size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        v16f v = vload(x + i);
+    for (; i + VL <= count; i += VL) {
+        vf v = vload(x + i);
         vstore(out + i, kind == 0 ? vsigmoid(v) : kind == 1 ? vtanh(v) : vexp(v));
     }
     for (; i < count; i++) out[i] = kind == 0 ? sigmoid1(x[i]) : kind == 1 ? tanh1(x[i]) : expf(x[i]);
@@ -258,16 +296,14 @@ INLINE v16f vsum16(const v16f *v) {
 
 static int draw_class_fast(const float *logits, int classes, float uniform, double temperature, float *weights) {
     const int chunks = classes / 16;
-    v16f top = vload(logits);
-    for (int c = 1; c < chunks; c++) top = vmax(top, vload(logits + 16 * c));
+    vf top = vload(logits);
+    for (int k = VL; k < classes; k += VL) top = vmax(top, vload(logits + k));
     float m = top[0];
-    for (int i = 1; i < 16; i++) m = top[i] > m ? top[i] : m;
+    for (int i = 1; i < VL; i++) m = top[i] > m ? top[i] : m;
     const float inv_t = (float)(1.0 / temperature);
+    for (int k = 0; k < classes; k += VL) vstore(weights + k, vexp((vload(logits + k) - m) * inv_t));
     v16f e[16];
-    for (int c = 0; c < 16; c++) {
-        e[c] = c < chunks ? vexp((vload(logits + 16 * c) - m) * inv_t) : vsplat(0.0f);
-        if (c < chunks) vstore(weights + 16 * c, e[c]);
-    }
+    for (int c = 0; c < 16; c++) e[c] = c < chunks ? vload16(weights + 16 * c) : (v16f){0};
     const v16f sums = vsum16(e); /* lane c: the sum of chunk c */
     double total = 0.0;
     for (int c = 0; c < chunks; c++) total += sums[c];

@@ -16,7 +16,7 @@
 /* x[0..n) += a[0..n) (vectors, then a scalar tail). */
 INLINE void add_into(float *x, const float *a, int n) {
     int i = 0;
-    for (; i + 16 <= n; i += 16) vstore(x + i, vload(x + i) + vload(a + i));
+    for (; i + VL <= n; i += VL) vstore(x + i, vload(x + i) + vload(a + i));
     for (; i < n; i++) x[i] += a[i];
 }
 
@@ -25,8 +25,8 @@ INLINE void gates(float *a, const float *constant, const float *local, size_t fr
                   int half, float *z) {
     const int G = 2 * half;
     int g = 0;
-    for (; g + 16 <= G; g += 16) {
-        v16f v = vload(a + g) + vload(constant + g);
+    for (; g + VL <= G; g += VL) {
+        vf v = vload(a + g) + vload(constant + g);
         for (int k = 0; k < taps; k++) v += vload(local + (size_t)k * frame_stride + g) * up[k];
         vstore(a + g, v);
     }
@@ -36,7 +36,7 @@ INLINE void gates(float *a, const float *constant, const float *local, size_t fr
         a[g] = v;
     }
     int i = 0;
-    for (; i + 16 <= half; i += 16) vstore(z + i, vtanh(vload(a + i)) * vsigmoid(vload(a + half + i)));
+    for (; i + VL <= half; i += VL) vstore(z + i, vtanh(vload(a + i)) * vsigmoid(vload(a + half + i)));
     for (; i < half; i++) z[i] = tanh1(a[i]) * sigmoid1(a[half + i]);
 }
 
@@ -103,7 +103,7 @@ static int wavenet_run(const wavenet_weights *w, const wavenet_job *job) {
             matvec(&w->out[l], (const float *const *)z, o, S);
             for (int s = 0; s < S; s++) {
                 int r = 0;
-                for (; r + 16 <= R; r += 16) vstore(x[s] + r, (vload(x[s] + r) + vload(o[s] + r)) * residual_scale);
+                for (; r + VL <= R; r += VL) vstore(x[s] + r, (vload(x[s] + r) + vload(o[s] + r)) * residual_scale);
                 for (; r < R; r++) x[s][r] = (x[s][r] + o[s][r]) * residual_scale;
                 add_into(skip[s], o[s] + R, SK);
             }

@@ -9,7 +9,7 @@
 
 /* Inverse-CDF draw as vocoders/sampling.py: float64 softmax of logits / temperature, cumulative
  * sum in class order, the first class whose cdf exceeds uniform * total; temperature <= 0: argmax.
- * The exponentials run 8 lanes at a time; the cumulative sum stays sequential, in the reference's
+ * The exponentials run VD lanes at a time; the cumulative sum stays sequential, in the reference's
  * order. `cdf` has room for `classes` rounded up to 8. */
 static int draw_class(const float *logits, int classes, float uniform, double temperature, double *cdf) {
     if (temperature <= 0.0) {
@@ -18,15 +18,15 @@ static int draw_class(const float *logits, int classes, float uniform, double te
             if (logits[k] > logits[best]) best = k;
         return best;
     }
-    const int vectors = classes / 8 * 8;
+    const int vectors = classes / VD * VD;
     double top = -INFINITY;
-    for (int k = 0; k < vectors; k += 8) {
-        v8d z = __builtin_convertvector(*(const v8f_mem *)(logits + k), v8d) / temperature;
-        *(v8d_mem *)(cdf + k) = z;
+    for (int k = 0; k < vectors; k += VD) {
+        vd z = __builtin_convertvector(*(const vfh_mem *)(logits + k), vd) / temperature;
+        *(vd_mem *)(cdf + k) = z;
     }
     for (int k = vectors; k < classes; k++) cdf[k] = (double)logits[k] / temperature;
     for (int k = 0; k < classes; k++) top = cdf[k] > top ? cdf[k] : top;
-    for (int k = 0; k < vectors; k += 8) *(v8d_mem *)(cdf + k) = vexp_nonpositive(*(v8d_mem *)(cdf + k) - top);
+    for (int k = 0; k < vectors; k += VD) *(vd_mem *)(cdf + k) = vexp_nonpositive(*(vd_mem *)(cdf + k) - top);
     for (int k = vectors; k < classes; k++) cdf[k] = exp(cdf[k] - top);
     double total = 0.0;
     for (int k = 0; k < classes; k++) {
@@ -46,18 +46,18 @@ INLINE void gru_rows(const wavernn_weights *w, const float *cond, const float *u
                      float c_now, const float *gh, const float *h, float *h_new, int lo, int hi) {
     const int H = w->hidden, H3 = 3 * H, taps = w->taps;
     int j = lo;
-    for (; j + 16 <= hi; j += 16) {
-        v16f gi[3];
+    for (; j + VL <= hi; j += VL) {
+        vf gi[3];
         for (int g = 0; g < 3; g++) {
             const int i = g * H + j;
-            v16f v = vload(w->bias_ih + i) + vload(w->w_c_prev + i) * c_prev + vload(w->w_f_prev + i) * f_prev;
+            vf v = vload(w->bias_ih + i) + vload(w->w_c_prev + i) * c_prev + vload(w->w_f_prev + i) * f_prev;
             v += vload(w->w_c_now + i) * c_now;
             for (int k = 0; k < taps; k++) v += vload(cond + (size_t)k * H3 + i) * up[k];
             gi[g] = v;
         }
-        v16f r = vsigmoid(gi[0] + vload(gh + j));
-        v16f z = vsigmoid(gi[1] + vload(gh + H + j));
-        v16f n = vtanh(gi[2] + r * vload(gh + 2 * H + j));
+        vf r = vsigmoid(gi[0] + vload(gh + j));
+        vf z = vsigmoid(gi[1] + vload(gh + H + j));
+        vf n = vtanh(gi[2] + r * vload(gh + 2 * H + j));
         vstore(h_new + j, z * vload(h + j) + (1.0f - z) * n);
     }
     for (; j < hi; j++) {
@@ -75,7 +75,7 @@ INLINE void gru_rows(const wavernn_weights *w, const float *cond, const float *u
 }
 
 INLINE void relu(float *x, int count) {
-    for (int i = 0; i < count; i += 16) vstore(x + i, vmax(vload(x + i), vsplat(0.0f)));
+    for (int i = 0; i < count; i += VL) vstore(x + i, vmax(vload(x + i), vsplat(0.0f)));
 }
 
 /* The working vectors of S streams, one pointer per stream: the state h and h_new (swapped after each

@@ -73,3 +73,26 @@ def test_batched_matvec_over_tiles_of_row_blocks(isa, dtype):
     one = torch.full((1, packed.rows_padded), float("nan"))
     native.matvec(packed.spec(), x[4].data_ptr(), x.shape[1], one.data_ptr(), one.shape[1], 1, isa)
     assert torch.equal(one[0], y[4])  # a stream's result does not depend on the others in its batch
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("streams", [1, 2, 3, 4])
+def test_float32_rows_do_not_depend_on_how_blocks_are_grouped(isa, streams):
+    """Float32 row blocks go through the kernel in groups (8, 6, 4, 2 or 1 at once by ISA and
+    streams): every count of blocks from 1 to 13 leaves each row's sum bit for bit as in the full matrix."""
+    generator = torch.Generator().manual_seed(streams)
+    cols = 45
+    weight = torch.randn(13 * 16, cols, generator=generator) * 0.1
+    bias = torch.randn(13 * 16, generator=generator)
+    x = torch.randn(streams, cols, generator=generator)
+
+    def product(rows: int) -> torch.Tensor:
+        packed = pack_matrix(weight[:rows], bias[:rows])
+        y = torch.full((streams, packed.rows_padded), float("nan"))
+        native.matvec(packed.spec(), x.data_ptr(), cols, y.data_ptr(), packed.rows_padded, streams, isa)
+        return y
+
+    full = product(13 * 16)
+    assert (full - (x @ weight.T + bias)).abs().max() <= 1e-5
+    for blocks in range(1, 13):
+        assert torch.equal(product(16 * blocks), full[:, : 16 * blocks]), blocks
