@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Rows of a packed block: one 16-lane float vector of outputs. */
+/* Rows of a packed block: 16 float outputs, NV = 16 / VL vectors of the target (simd.h). */
 #define PACK_ROWS 16
 /* Streams one matrix pass serves; more streams take more passes over the weights. */
 #define MAX_PASS_STREAMS 4
