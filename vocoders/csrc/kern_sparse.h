@@ -76,6 +76,7 @@ INLINE float stored_scalar(const void *values, int dtype, size_t i) {
     return value.f;
 }
 
+#if VL == 16
 /* x[0..4) spread over 16 lanes as [x0 x0 x0 x0 x1 x1 x1 x1 ...]: the activations of a 4x4 block. */
 INLINE v16f spread4(const float *x) {
 #if defined(__AVX512F__)
@@ -85,6 +86,7 @@ INLINE v16f spread4(const float *x) {
     return (v16f){x[0], x[0], x[0], x[0], x[1], x[1], x[1], x[1], x[2], x[2], x[2], x[2], x[3], x[3], x[3], x[3]};
 #endif
 }
+#endif
 
 /* Values [VL index, VL index + VL) as float32. `dtype` is a constant at every call site. */
 INLINE vf block_values(const void *values, int dtype, size_t index) {
@@ -132,6 +134,7 @@ INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *
     }
 }
 
+#if VL == 16
 /* One 4x4 group (4 rows): lanes 4c..4c+3 of a block hold column c's four rows, so the block's four
  * activations are spread to [x0 x0 x0 x0 x1 ...]; the result keeps the four columns' partial sums. */
 INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) {
@@ -146,7 +149,9 @@ INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) 
     if (col < end) a0 += block_values16(values, dtype, 0) * spread4(x + col[0]);
     return a0 + a1;
 }
+#endif
 
+#if VL == 16
 /* 4x4 blocks, four groups (16 rows) at a time: their partial sums fold into one vector of 16 outputs
  * with four shuffles. */
 INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y) {
@@ -165,6 +170,51 @@ INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y
         vstore16(y + 16 * q, out);
     }
 }
+#else
+/* Narrower registers: a 4x4 block is NV vectors, vector h holding columns VL h / 4 .. as above. */
+INLINE vf spread4_part(const float *x, int h) {
+#if VL == 8
+    return (vf){x[2 * h], x[2 * h], x[2 * h], x[2 * h], x[2 * h + 1], x[2 * h + 1], x[2 * h + 1], x[2 * h + 1]};
+#else
+    return vsplat(x[h]);
+#endif
+}
+
+/* One 4x4 group's four outputs, its columns' partial sums folded in the order of the 16-lane
+ * shuffles: (c0 + c2) + (c1 + c3). */
+INLINE void group_4x4_rows(const sparse_matrix *m, int dtype, const float *x, int g, float *out) {
+    const size_t value_bytes = dtype == WEIGHT_F32 ? 4 : 2;
+    const char *values = (const char *)m->values + 16 * value_bytes * (size_t)m->group_start[g];
+    const int32_t *col = m->block_col + m->group_start[g], *const end = m->block_col + m->group_start[g + 1];
+    vf a0[NV], a1[NV];
+    for (int h = 0; h < NV; h++) a0[h] = a1[h] = vsplat(0.0f);
+    for (; col + 2 <= end; col += 2, values += 32 * value_bytes)
+        for (int h = 0; h < NV; h++) {
+            a0[h] += block_values(values, dtype, h) * spread4_part(x + col[0], h);
+            a1[h] += block_values(values, dtype, NV + h) * spread4_part(x + col[1], h);
+        }
+    if (col < end)
+        for (int h = 0; h < NV; h++) a0[h] += block_values(values, dtype, h) * spread4_part(x + col[0], h);
+    vf a[NV];
+    for (int h = 0; h < NV; h++) a[h] = a0[h] + a1[h];
+#if VL == 8
+    const vf t = a[0] + a[1]; /* lanes 0-3: c0 + c2, 4-7: c1 + c3 */
+    for (int r = 0; r < 4; r++) out[r] = t[r] + t[4 + r];
+#else
+    const vf t = (a[0] + a[2]) + (a[1] + a[3]);
+    for (int r = 0; r < 4; r++) out[r] = t[r];
+#endif
+}
+
+INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y) {
+    const int groups = padded_rows(m->rows) / 4;
+    for (int g = 0; g < groups; g++) {
+        group_4x4_rows(m, dtype, x, g, y + 4 * g);
+        if (m->bias)
+            for (int r = 0; r < 4; r++) y[4 * g + r] += m->bias[4 * g + r];
+    }
+}
+#endif
 
 /* Any other block shape, one value at a time (correct everywhere, fast nowhere). */
 static void spmv_generic(const sparse_matrix *m, int dtype, const float *x, float *y) {
