@@ -4,18 +4,16 @@
  *
  * Layout (see sparse_matrix in kernels.h): output rows in groups of block_rows; each group a run of
  * blocks, block b covering block_cols columns from block_col[b], its values column by column
- * (values[b][block_cols][block_rows]). A 16x1 block is one 16-lane vector and needs one activation,
- * as the WaveRNN paper says; a 4x4 block is one vector too, its four activations spread by a shuffle.
+ * (values[b][block_cols][block_rows]). A 16x1 block is 16 lanes (NV vectors) and needs one activation,
+ * as the WaveRNN paper says; a 4x4 block is 16 lanes too, its four activations spread by a shuffle.
  * A dense matrix (dense = 1) is stored column-major and multiplied over its non-zero inputs only,
- * which skips the columns a ReLU zeroed; 256 outputs at a time stay in registers. */
+ * which skips the columns a ReLU zeroed; DENSE_CHUNK vectors of outputs at a time stay in registers. */
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
-typedef uint16_t v16h_mem __attribute__((vector_size(32), aligned(2)));
-
-/* Half-precision values -> float32 lanes (VL of them, or 16 for the 4x4 blocks' v16f). float16 by bit
+/* VL half-precision values -> float32 lanes. float16 by bit
  * manipulation where the target has no conversion instruction: exponent and mantissa moved to
  * float32 places, then scaled by 2^112 to rebias (exact for normal and subnormal values; weights are
  * never infinite). bfloat16 is the top half of a float32. */
@@ -34,24 +32,6 @@ INLINE vf bf16_load(const uint16_t *p) {
     return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
 #else
     return (vf)(__builtin_convertvector(*(const vh_mem *)p, vu) << 16);
-#endif
-}
-
-INLINE v16f f16_load16(const uint16_t *p) {
-#if defined(__AVX512F__)
-    return f16_load(p);
-#else
-    v16u bits = __builtin_convertvector(*(const v16h_mem *)p, v16u);
-    v16f magnitude = (v16f)((bits & 0x7FFFu) << 13) * 0x1p112f;
-    return (v16f)((v16u)magnitude | ((bits & 0x8000u) << 16));
-#endif
-}
-
-INLINE v16f bf16_load16(const uint16_t *p) {
-#if defined(__AVX512F__)
-    return bf16_load(p);
-#else
-    return (v16f)(__builtin_convertvector(*(const v16h_mem *)p, v16u) << 16);
 #endif
 }
 
@@ -95,13 +75,6 @@ INLINE vf block_values(const void *values, int dtype, size_t index) {
     return vload((const float *)values + VL * index);
 }
 
-/* Block `index` of 16 values (a 4x4 block) as float32. */
-INLINE v16f block_values16(const void *values, int dtype, size_t index) {
-    if (dtype == WEIGHT_F16) return f16_load16((const uint16_t *)values + 16 * index);
-    if (dtype == WEIGHT_BF16) return bf16_load16((const uint16_t *)values + 16 * index);
-    return vload16((const float *)values + 16 * index);
-}
-
 /* y[16 g .. 16 g + 16) for every group of a 16x1 matrix; four independent accumulators. The blocks
  * are walked by pointer with constant offsets: index arithmetic per block would cost as many
  * instructions as the multiply-add itself, and this loop is bound by instructions, not bytes. */
@@ -143,10 +116,10 @@ INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) 
     const int32_t *col = m->block_col + m->group_start[g], *const end = m->block_col + m->group_start[g + 1];
     v16f a0 = {0}, a1 = a0;
     for (; col + 2 <= end; col += 2, values += 32 * value_bytes) {
-        a0 += block_values16(values, dtype, 0) * spread4(x + col[0]);
-        a1 += block_values16(values, dtype, 1) * spread4(x + col[1]);
+        a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
+        a1 += block_values(values, dtype, 1) * spread4(x + col[1]);
     }
-    if (col < end) a0 += block_values16(values, dtype, 0) * spread4(x + col[0]);
+    if (col < end) a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
     return a0 + a1;
 }
 #endif
