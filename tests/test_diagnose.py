@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from vocoders import diagnose
+from vocoders.data import mel_window
 from vocoders.features import MelSpectrogram
 
 
@@ -67,6 +68,25 @@ def test_conditioning_gap_compares_the_same_targets_under_three_mels(tiny_wavern
     assert set(gap) == {"true", "zeroed", "shuffled"}
     assert all(np.isfinite(v) and v > 0 for v in gap.values())
     assert gap["zeroed"] != gap["true"]  # the mel reaches the loss
+
+
+def test_an_lpc_models_conditioning_check_keeps_the_true_mels_targets(tiny_lpcnet, tones):
+    """The mel also sets an LPC model's excitation target; the check varies only what the network reads."""
+    model = tiny_lpcnet.eval()
+    utt = _utterances(model, tones)[0]
+    ctx, frames = model.mel_context, 4
+    mel = torch.from_numpy(mel_window(utt.mel, -ctx, frames + ctx)).unsqueeze(0)
+    targets = model.encode(torch.from_numpy(utt.audio[: frames * model.hop_length]).unsqueeze(0))
+    zeroed = torch.full_like(mel, float(np.log(model.mel_config.log_floor)))
+    with torch.no_grad():
+        logits, excitation, _ = model._teacher_forced(mel, targets)
+        held_logits, held_excitation, _ = model._teacher_forced(zeroed, targets, dsp_mel=mel)
+        _, own_excitation, _ = model._teacher_forced(zeroed, targets)
+    assert torch.equal(held_excitation, excitation)  # the same targets as under the true mel
+    assert not torch.equal(own_excitation, excitation)  # which the zeroed mel's own predictor would change
+    assert not torch.allclose(held_logits, logits)  # while the network sees the zeroed mel
+    gap = diagnose.conditioning_gap(model, _utterances(model, tones), segment_frames=4)
+    assert all(np.isfinite(v) for v in gap.values()) and gap["zeroed"] != gap["true"]
 
 
 def test_logit_agreement_of_every_cpu_engine(tiny_wavernn, tones):

@@ -158,6 +158,9 @@ class LPCNet(VocoderModel):
     """
 
     name = "lpcnet"
+    # The mel also sets the excitation target (predictor and frame gain): a conditioning check that
+    # varies the mel must hold that part at the true mel's (`dsp_mel`), or it compares other targets.
+    mel_sets_targets = True
     noise_per_step = 1
 
     def __init__(
@@ -467,12 +470,14 @@ class LPCNet(VocoderModel):
         # spread over +-25 cents), so an argmax calls half the voiced frames unvoiced.
         return period, logits.float().log_softmax(-1)[..., lags] < math.log(self.voicing_threshold)
 
-    def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
+    def conditioning(self, mel: torch.Tensor, dsp_mel: torch.Tensor | None = None) -> torch.Tensor:
         """mel [B, n_mels, F + 2 * mel_context] -> [B, F + 2u, D + frame_channels]: features, each frame's
-        predictor, and with taps the period the head predicts (in samples)."""
+        predictor, and with taps the period the head predicts (in samples). dsp_mel (same shape): the
+        mel the predictor and the frame gain come from, when not `mel` (the conditioning check)."""
         features = self.cond_net(mel)
         c = self.cond_net.context
-        framed = mel[..., c : mel.shape[-1] - c] if c else mel
+        source = mel if dsp_mel is None else dsp_mel
+        framed = source[..., c : source.shape[-1] - c] if c else source
         with torch.no_grad():
             lpc, gain = lpc_from_mel(
                 framed, self.mel_config, self.lpc_order, self.preemphasis, self.lag_window_hz, with_gain=True
@@ -618,13 +623,14 @@ class LPCNet(VocoderModel):
         targets: torch.Tensor,
         noisy: bool = False,
         pitch: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dsp_mel: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(excitation logits [B, T, 256], target classes [B, T], frame conditioning [B, F + 2u, D + c]).
 
         pitch: the true (period [B, F], voiced [B, F]) in place of the head's, and the phase input
-        from the true pulses (training); None: as generation has them.
+        from the true pulses (training); None: as generation has them. dsp_mel: see `conditioning`.
         """
-        frame_cond = self.conditioning(mel)
+        frame_cond = self.conditioning(mel, dsp_mel)
         if pitch is not None and self.uses_pitch:
             u, (periods, voiced) = self.upsampler.context, pitch
             frame_cond = frame_cond.clone()
@@ -678,11 +684,16 @@ class LPCNet(VocoderModel):
         return periods_from_f0(f0, self.periods)
 
     def loss(
-        self, mel: torch.Tensor, audio: torch.Tensor, f0: torch.Tensor | None = None
+        self,
+        mel: torch.Tensor,
+        audio: torch.Tensor,
+        f0: torch.Tensor | None = None,
+        dsp_mel: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Excitation cross-entropy (+ period_weight x the period head's, with a head).
 
         f0: [B, frames] the reference F0 in Hz, with pitch_target "reference" (ignored otherwise).
+        dsp_mel: the mel the predictor and frame gain come from, when not `mel` (see `conditioning`).
         The head learns the lag on voiced frames (targets spread over +-25 cents) and, with the phase
         input, voicing on every frame whose window lies inside the segment (every frame for the
         reference F0, measured on the whole utterance)."""
@@ -699,7 +710,9 @@ class LPCNet(VocoderModel):
         if self.training and self.train_dither:  # TPDF dither: no exact digital silence to learn
             lsb = self.train_dither / float(1 << (PCM_BITS - 1))
             audio = audio + lsb * (torch.rand_like(audio) - torch.rand_like(audio))
-        logits, excitation, frame_cond = self._teacher_forced(mel, self.encode(audio), noisy=noisy, pitch=pitch)
+        logits, excitation, frame_cond = self._teacher_forced(
+            mel, self.encode(audio), noisy=noisy, pitch=pitch, dsp_mel=dsp_mel
+        )
         loss = F.cross_entropy(logits.float().flatten(0, 1), excitation.flatten())
         if not self.uses_pitch:
             return loss, {}
