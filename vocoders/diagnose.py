@@ -117,7 +117,7 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
     shuffled one (the frames of another utterance). Returns {"true": .., "zeroed": .., "shuffled": ..}
     with each the mean loss (nats) over the same segments and targets. A model trained on the reference
     tracker's F0 (`reads_f0`) gets the true F0 of each segment with every mel (the mel is what varies);
-    a model whose mel also sets its target (`mel_sets_targets`, LPC) keeps the true mel's predictor and gain."""
+    a model whose mel also sets its targets (LPC) keeps them at the true mel's (`conditioning_loss`)."""
     model = model.eval()
     generator = torch.Generator().manual_seed(seed)
     ctx, hop = model.mel_context, model.hop_length
@@ -139,10 +139,8 @@ def conditioning_gap(model: VocoderModel, utterances: list[Utterance], segment_f
     floor = float(np.log(model.mel_config.log_floor)) if model.mel_config.log_base == "e" else None
     zeroed = torch.full_like(mel, floor if floor is not None else float(mel.min()))
     shuffled = mel.roll(1, dims=0) if len(utterances) > 1 else mel.flip(-1)
-    # Where the mel also sets the target (LPC models), the target stays the true mel's.
-    held = {"dsp_mel": mel} if getattr(model, "mel_sets_targets", False) else {}
     return {
-        name: float(model.loss(m, audio, *extra, **held)[0])
+        name: float(model.conditioning_loss(m, mel, audio, *extra)[0])
         for name, m in (("true", mel), ("zeroed", zeroed), ("shuffled", shuffled))
     }
 

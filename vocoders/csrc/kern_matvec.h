@@ -135,7 +135,8 @@ INLINE void matvec_pass(int dtype, int streams, const packed_matrix *w, const fl
         for (; b + group <= last_block; b += group)
             matvec_group_f32(streams, group, data + b * block_floats, block_floats, cols_padded, x, y,
                              b * PACK_ROWS, w->scale, w->bias);
-        /* The rest (fewer than `group` blocks) in groups of 4, 2 and 1. */
+        /* The rest (fewer than `group` blocks) in groups of 4, 2 and 1: each size a constant, so each
+         * call compiles with its accumulators in registers (a variable size would not). */
         if (group > 4 && b + 4 <= last_block) {
             matvec_group_f32(streams, 4, data + b * block_floats, block_floats, cols_padded, x, y,
                              b * PACK_ROWS, w->scale, w->bias);
@@ -175,7 +176,7 @@ INLINE void matvec_pass(int dtype, int streams, const packed_matrix *w, const fl
 static void matvec(const packed_matrix *w, const float *const *x, float *const *y, int streams) {
     const int blocks = padded_rows(w->rows) / PACK_ROWS;
     const size_t block_bytes = block_bytes_of(w, w->dtype);
-    int tile = block_bytes >= MATVEC_TILE_BYTES ? 1 : (int)(MATVEC_TILE_BYTES / block_bytes);
+    const int tile = block_bytes >= MATVEC_TILE_BYTES ? 1 : (int)(MATVEC_TILE_BYTES / block_bytes);
     for (int first_block = 0; first_block < blocks; first_block += tile) {
         const int last_block = first_block + tile < blocks ? first_block + tile : blocks;
         for (int first = 0; first < streams; first += MAX_PASS_STREAMS) {

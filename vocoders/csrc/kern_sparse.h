@@ -13,10 +13,10 @@
 #include <immintrin.h>
 #endif
 
-/* VL half-precision values -> float32 lanes. float16 by bit
- * manipulation where the target has no conversion instruction: exponent and mantissa moved to
- * float32 places, then scaled by 2^112 to rebias (exact for normal and subnormal values; weights are
- * never infinite). bfloat16 is the top half of a float32. */
+/* VL half-precision values -> float32 lanes. float16 by bit manipulation where the target has no
+ * conversion instruction: exponent and mantissa moved to float32 places, then scaled by 2^112 to
+ * rebias (exact for normal and subnormal values; weights are never infinite). bfloat16 is the top
+ * half of a float32. */
 INLINE vf f16_load(const uint16_t *p) {
 #if defined(__AVX512F__)
     return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -55,18 +55,6 @@ INLINE float stored_scalar(const void *values, int dtype, size_t i) {
     } value = {(uint32_t)bits << 16};
     return value.f;
 }
-
-#if VL == 16
-/* x[0..4) spread over 16 lanes as [x0 x0 x0 x0 x1 x1 x1 x1 ...]: the activations of a 4x4 block. */
-INLINE v16f spread4(const float *x) {
-#if defined(__AVX512F__)
-    const __m512i index = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    return (v16f)_mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_loadu_ps(x)));
-#else
-    return (v16f){x[0], x[0], x[0], x[0], x[1], x[1], x[1], x[1], x[2], x[2], x[2], x[2], x[3], x[3], x[3], x[3]};
-#endif
-}
-#endif
 
 /* Values [VL index, VL index + VL) as float32. `dtype` is a constant at every call site. */
 INLINE vf block_values(const void *values, int dtype, size_t index) {
@@ -108,6 +96,12 @@ INLINE void spmv_16x1(const sparse_matrix *m, int dtype, const float *x, float *
 }
 
 #if VL == 16
+/* x[0..4) spread over 16 lanes as [x0 x0 x0 x0 x1 x1 x1 x1 ...]: the activations of a 4x4 block. */
+INLINE v16f spread4(const float *x) { /* VL 16: AVX-512 */
+    const __m512i index = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    return (v16f)_mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_loadu_ps(x)));
+}
+
 /* One 4x4 group (4 rows): lanes 4c..4c+3 of a block hold column c's four rows, so the block's four
  * activations are spread to [x0 x0 x0 x0 x1 ...]; the result keeps the four columns' partial sums. */
 INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) {
@@ -122,9 +116,7 @@ INLINE v16f group_4x4(const sparse_matrix *m, int dtype, const float *x, int g) 
     if (col < end) a0 += block_values(values, dtype, 0) * spread4(x + col[0]);
     return a0 + a1;
 }
-#endif
 
-#if VL == 16
 /* 4x4 blocks, four groups (16 rows) at a time: their partial sums fold into one vector of 16 outputs
  * with four shuffles. */
 INLINE void spmv_4x4(const sparse_matrix *m, int dtype, const float *x, float *y) {
@@ -205,12 +197,19 @@ static void spmv_generic(const sparse_matrix *m, int dtype, const float *x, floa
     }
 }
 
+/* Accumulators of a chunk: all but a few of the registers (32 on AVX-512, 16 otherwise). */
+#if VL == 16
+#define DENSE_CHUNK 16
+#else
+#define DENSE_CHUNK 12
+#endif
+
 /* Rows [first, first + VL n) of a dense column-major matrix over the active inputs: each active
  * column is a contiguous run of VL n values, accumulated into n vectors kept in registers. */
 INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x, float *y, const int32_t *active,
                                int count, int first, int n) {
     const size_t stride = (size_t)padded_rows(m->rows) / VL; /* vectors per column */
-    vf acc[16];
+    vf acc[DENSE_CHUNK];
     for (int i = 0; i < n; i++) acc[i] = m->bias ? vload(m->bias + first + VL * i) : vsplat(0.0f);
     for (int k = 0; k < count; k++) {
         const int j = active[k];
@@ -220,9 +219,6 @@ INLINE void dense_active_chunk(const sparse_matrix *m, int dtype, const float *x
     }
     for (int i = 0; i < n; i++) vstore(y + first + VL * i, acc[i]);
 }
-
-/* Accumulators of a chunk: all but a few of the registers (32 on AVX-512, 16 otherwise). */
-#define DENSE_CHUNK (VL == 16 ? 16 : 12)
 
 #define CHUNK_CASE(n) \
     case n: dense_active_chunk(m, dtype, x, y, active, count, first, n); break;
@@ -256,8 +252,10 @@ INLINE int dense_active(const sparse_matrix *m, int dtype, const float *x, float
     for (int first = 0; first < rows; first += DENSE_CHUNK * VL) {
         switch ((rows - first) / VL < DENSE_CHUNK ? (rows - first) / VL : DENSE_CHUNK) {
             CHUNK_CASE(1) CHUNK_CASE(2) CHUNK_CASE(3) CHUNK_CASE(4) CHUNK_CASE(5) CHUNK_CASE(6) CHUNK_CASE(7)
-            CHUNK_CASE(8) CHUNK_CASE(9) CHUNK_CASE(10) CHUNK_CASE(11) CHUNK_CASE(12) CHUNK_CASE(13) CHUNK_CASE(14)
-            CHUNK_CASE(15) CHUNK_CASE(16)
+            CHUNK_CASE(8) CHUNK_CASE(9) CHUNK_CASE(10) CHUNK_CASE(11) CHUNK_CASE(12)
+#if VL == 16
+            CHUNK_CASE(13) CHUNK_CASE(14) CHUNK_CASE(15) CHUNK_CASE(16)
+#endif
         }
     }
     return count;

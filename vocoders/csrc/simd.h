@@ -34,7 +34,6 @@ typedef float vfh __attribute__((vector_size(2 * VL))); /* VL / 2 floats, widene
 typedef uint16_t vh_mem __attribute__((vector_size(2 * VL), aligned(2)));
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
-typedef uint32_t v16u __attribute__((vector_size(64)));
 /* The same vectors at any 4-byte (8 for doubles) boundary: every load and store goes through these. */
 typedef float vf_mem __attribute__((vector_size(4 * VL), aligned(4)));
 typedef uint32_t vu_mem __attribute__((vector_size(4 * VL), aligned(4)));

@@ -158,6 +158,14 @@ class VocoderModel(nn.Module, ABC):
         Returns (scalar loss, named parts for logging).
         """
 
+    def conditioning_loss(
+        self, heard_mel: torch.Tensor, true_mel: torch.Tensor, audio: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`loss` with the network reading `heard_mel` while the targets stay those of `true_mel` (the
+        conditioning check). Here the targets do not depend on the mel; a model whose mel also sets
+        its targets (LPC: the predictor and frame gain) overrides this."""
+        return self.loss(heard_mel, audio, *extra)
+
     @property
     def reads_f0(self) -> bool:
         """Whether `loss` takes a third argument, the reference tracker's F0 per frame [B, frames] in Hz

@@ -158,9 +158,6 @@ class LPCNet(VocoderModel):
     """
 
     name = "lpcnet"
-    # The mel also sets the excitation target (predictor and frame gain): a conditioning check that
-    # varies the mel must hold that part at the true mel's (`dsp_mel`), or it compares other targets.
-    mel_sets_targets = True
     noise_per_step = 1
 
     def __init__(
@@ -682,6 +679,12 @@ class LPCNet(VocoderModel):
         if not torch.isfinite(f0).all() or (f0 < 0).any():
             raise ValueError("f0 must be finite and >= 0 Hz (0 = unvoiced)")
         return periods_from_f0(f0, self.periods)
+
+    def conditioning_loss(
+        self, heard_mel: torch.Tensor, true_mel: torch.Tensor, audio: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The mel also sets the excitation target here (predictor and frame gain): it stays the true mel's."""
+        return self.loss(heard_mel, audio, *extra, dsp_mel=true_mel)
 
     def loss(
         self,
